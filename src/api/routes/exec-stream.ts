@@ -1,0 +1,114 @@
+import { Value } from '@sinclair/typebox/value';
+import type { FastifyInstance } from 'fastify';
+import type { WebSocket } from 'ws';
+import { StreamStart, type StreamServerMessage } from '../../shared/api-types.js';
+import { SandforgeError, toSandforgeError } from '../../shared/errors.js';
+import { SIGNALS, type SignalName } from '../../shared/protocol.js';
+import type { SandboxManager } from '../../sandbox/sandbox-manager.js';
+import { IdParams } from './sandboxes.js';
+
+/** Largest client message we accept on a command stream (stdin chunks are base64 in JSON). */
+const MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+type Handle = ReturnType<SandboxManager['stream']>;
+
+/**
+ * `GET /v1/sandboxes/{id}/exec` upgraded to a WebSocket: a `start` message,
+ * then stdin/signal/resize messages; the server streams stdout/stderr and
+ * ends with `exit` (or `error`) and a normal close.
+ */
+export function execStreamRoute(app: FastifyInstance, manager: SandboxManager): void {
+  app.get<{ Params: { id: string } }>(
+    '/v1/sandboxes/:id/exec',
+    { websocket: true, schema: { summary: 'Command stream over WebSocket (PTY optional)', params: IdParams } },
+    (socket: WebSocket, req) => {
+      const id = req.params.id;
+      let handle: Handle | null = null;
+      let done = false;
+      const send = (m: StreamServerMessage) => {
+        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(m));
+      };
+      const finish = (m: StreamServerMessage) => {
+        if (done) return;
+        done = true;
+        send(m);
+        socket.close(1000, m.type);
+      };
+      const fail = (err: unknown) => {
+        const e = toSandforgeError(err);
+        finish({ type: 'error', code: e.code, message: e.message });
+      };
+
+      socket.on('message', (data, isBinary) => {
+        try {
+          const raw = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as ArrayBuffer);
+          if (raw.length > MAX_WS_MESSAGE_BYTES) throw new SandforgeError('payload_too_large', 'stream message too large');
+          if (isBinary) {
+            if (!handle) throw new SandforgeError('bad_request', 'send a "start" message first');
+            handle.writeStdin(raw);
+            return;
+          }
+          const msg = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+          if (!handle) {
+            if (!Value.Check(StreamStart, msg)) {
+              const first = [...Value.Errors(StreamStart, msg)][0];
+              throw new SandforgeError('invalid_argument', `invalid start message${first ? `: ${first.path || '/'} ${first.message}` : ''}`);
+            }
+            const spec = manager.execSpec(id, { ...msg, stdin: true });
+            handle = manager.stream(id, spec, {
+              onStarted: (pid) => send({ type: 'started', pid }),
+              onStdout: (b) => send({ type: 'stdout', data: b.toString('base64') }),
+              onStderr: (b) => send({ type: 'stderr', data: b.toString('base64') }),
+            });
+            manager.whileAlive(id, handle.wait()).then(
+              (x) => finish({ type: 'exit', exit_code: x.exit_code, signal: x.signal, timed_out: x.timed_out, duration_ms: x.duration_ms }),
+              fail,
+            );
+            return;
+          }
+          switch (msg.type) {
+            case 'stdin':
+              if (typeof msg.data !== 'string') throw new SandforgeError('invalid_argument', 'stdin.data must be base64 text');
+              handle.writeStdin(Buffer.from(msg.data, 'base64'));
+              break;
+            case 'stdin_close':
+              handle.closeStdin();
+              break;
+            case 'signal':
+              if (!SIGNALS.includes(msg.signal as SignalName)) throw new SandforgeError('invalid_argument', `unknown signal ${String(msg.signal)}`);
+              handle.signal(msg.signal as SignalName);
+              break;
+            case 'resize': {
+              const { rows, cols } = msg;
+              if (!isDim(rows) || !isDim(cols)) throw new SandforgeError('invalid_argument', 'resize needs integer rows and cols in 1..1000');
+              handle.resize(rows, cols);
+              break;
+            }
+            default:
+              throw new SandforgeError('invalid_argument', `unknown message type ${JSON.stringify(msg.type)}`);
+          }
+        } catch (err) {
+          if (handle && !done) killQuietly(handle);
+          fail(err instanceof SyntaxError ? new SandforgeError('bad_request', 'messages must be JSON text frames') : err);
+        }
+      });
+      socket.on('close', () => {
+        // Client went away: the command does not outlive its stream.
+        if (!done && handle) killQuietly(handle);
+        done = true;
+      });
+    },
+  );
+}
+
+function isDim(x: unknown): x is number {
+  return Number.isInteger(x) && (x as number) >= 1 && (x as number) <= 1000;
+}
+
+function killQuietly(h: Handle): void {
+  try {
+    h.signal('SIGKILL');
+  } catch {
+    // already finished
+  }
+}

@@ -1,0 +1,124 @@
+import type { Command } from 'commander';
+import { constants } from 'node:os';
+import { DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_IMAGE, DEFAULT_MEMORY_MB, HOST_CPUS } from '../../config/defaults.js';
+import { SandforgeError } from '../../shared/errors.js';
+import { Runtime } from '../../sandbox/local-runtime.js';
+import type { MicroVm } from '../../vmm/microvm.js';
+import { commandSpec, envOption, intOption } from '../parse.js';
+
+interface RunOptions {
+  cpu: number;
+  mem: number;
+  disk: number;
+  timeout: number;
+  env: Record<string, string>;
+  image: string;
+  images?: string;
+  accel?: string;
+  cwd?: string;
+  json?: boolean;
+}
+
+/** Exit code for a command killed by its timeout (as timeout(1) uses). */
+const EXIT_TIMEOUT = 124;
+
+export function registerRunCommand(program: Command): void {
+  program
+    .command('run')
+    .description('start a sandbox, run one command in it with live output, destroy it; exits with the command\'s code')
+    .option('--cpu <n>', 'vCPUs', intOption('--cpu', 1, HOST_CPUS), DEFAULT_CPUS > HOST_CPUS ? HOST_CPUS : DEFAULT_CPUS)
+    .option('--mem <mb>', 'guest memory in MiB', intOption('--mem', 1, 262144), DEFAULT_MEMORY_MB)
+    .option('--disk <mb>', 'writable disk in MiB', intOption('--disk', 64, 1048576), DEFAULT_DISK_MB)
+    .option('--timeout <seconds>', 'kill the command (and its children) after this long', intOption('--timeout', 1, 7 * 86400), 300)
+    .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', envOption, {})
+    .option('--cwd <dir>', 'working directory inside the sandbox')
+    .option('--image <name>', 'image to boot', DEFAULT_IMAGE)
+    .option('--images <dir>', 'images directory')
+    .option('--accel <mode>', 'auto, kvm or tcg (default auto; env SANDFORGE_ACCEL)')
+    .option('--json', 'print one JSON object with exit_code, stdout, stderr, timed_out instead of streaming')
+    .argument('[command...]', 'command to run; one argument with shell syntax runs under sh -c')
+    .passThroughOptions()
+    .action(async (words: string[], o: RunOptions) => {
+      process.exitCode = await runOnce(words, o);
+    });
+}
+
+async function runOnce(words: string[], o: RunOptions): Promise<number> {
+  const cmd = commandSpec(words);
+  const say = (m: string) => {
+    if (!o.json) process.stderr.write(`sandforge: ${m}\n`);
+  };
+  const runtime = Runtime.create({ images: o.images, accel: o.accel, dieWithParent: true, onProgress: say });
+  if (runtime.accel.accel === 'tcg' && process.env.SANDFORGE_QUIET_ACCEL !== '1') {
+    say(`using TCG (software emulation): ${runtime.accel.kvm === 'pvm' ? 'KVM here is PVM' : runtime.accel.kvm}`);
+  }
+  await runtime.templates.sweep();
+
+  let vm: MicroVm | undefined;
+  let interrupted: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = sig;
+    say(`${sig}: destroying the sandbox`);
+    void (vm ? vm.destroy() : Promise.resolve()).finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGHUP', onSignal);
+
+  try {
+    const started = await runtime.startSandbox({ image: o.image, cpus: o.cpu, memoryMb: o.mem, diskMb: o.disk });
+    vm = started.vm;
+    if (interrupted) return 130;
+    const qemuGone = vm.qemu.exited.then(() => {
+      throw new SandforgeError('vm_failed', 'the sandbox VM stopped unexpectedly (guest crash or kill); its files are removed');
+    });
+    qemuGone.catch(() => undefined);
+
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    const feedStdin = !process.stdin.isTTY && !o.json;
+    const handle = vm.agent.exec(
+      { ...cmd, env: o.env, timeout_ms: o.timeout * 1000, stdin: feedStdin, ...(o.cwd ? { cwd: o.cwd } : {}) },
+      {
+        onStdout: (b: Buffer) => (o.json ? stdout.push(b) : process.stdout.write(b)),
+        onStderr: (b: Buffer) => (o.json ? stderr.push(b) : process.stderr.write(b)),
+      },
+    );
+    if (feedStdin) {
+      process.stdin.on('data', (b: Buffer) => handle.writeStdin(b));
+      process.stdin.on('end', () => handle.closeStdin());
+    }
+    const result = await Promise.race([handle.wait(), qemuGone]);
+    process.stdin.pause();
+    if (o.json) {
+      process.stdout.write(
+        JSON.stringify({
+          sandbox_id: started.id,
+          exit_code: result.exit_code,
+          signal: result.signal,
+          timed_out: result.timed_out,
+          duration_ms: result.duration_ms,
+          stdout: Buffer.concat(stdout).toString('utf8'),
+          stderr: Buffer.concat(stderr).toString('utf8'),
+        }) + '\n',
+      );
+    }
+    if (result.timed_out) {
+      say(`command timed out after ${o.timeout}s and was killed with its children; sandbox destroyed`);
+      return EXIT_TIMEOUT;
+    }
+    if (result.exit_code === null) return 128 + signalNumber(result.signal);
+    return result.exit_code;
+  } finally {
+    await vm?.destroy();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('SIGHUP', onSignal);
+  }
+}
+
+function signalNumber(sig: string | null): number {
+  const n = sig ? constants.signals[sig as NodeJS.Signals] : undefined;
+  return typeof n === 'number' ? n : 1;
+}

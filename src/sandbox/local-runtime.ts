@@ -1,0 +1,70 @@
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { resolveDataDir, resolveImagesDir } from '../config/paths.js';
+import { detectAccel, type AccelReport } from '../vmm/accel.js';
+import { makeVmDir, MicroVm } from '../vmm/microvm.js';
+import { TemplateStore } from '../vmm/template-store.js';
+import type { Template, TemplateShape } from '../vmm/template.js';
+import { newSandboxId } from '../shared/ids.js';
+
+/** Where a process keeps images, templates and VM directories. */
+export interface RuntimeDirs {
+  imagesDir: string;
+  dataDir: string;
+  templatesDir: string;
+  vmsDir: string;
+}
+
+export function runtimeDirs(opts: { images?: string; data?: string }): RuntimeDirs {
+  const imagesDir = resolveImagesDir(opts.images);
+  const dataDir = resolveDataDir(imagesDir, opts.data);
+  return { imagesDir, dataDir, templatesDir: join(dataDir, 'templates'), vmsDir: join(dataDir, 'vms') };
+}
+
+/**
+ * The VM-level runtime both the CLI's one-shot `run` and the supervisor use:
+ * accelerator choice, template store, and starting clones.
+ */
+export class Runtime {
+  readonly templates: TemplateStore;
+
+  constructor(
+    readonly dirs: RuntimeDirs,
+    readonly accel: AccelReport,
+    readonly dieWithParent: boolean,
+    onProgress?: (msg: string) => void,
+  ) {
+    this.templates = new TemplateStore({
+      imagesDir: dirs.imagesDir,
+      templatesDir: dirs.templatesDir,
+      accel: accel.accel,
+      dieWithParent,
+      ...(onProgress ? { onProgress } : {}),
+    });
+  }
+
+  static create(opts: { images?: string; data?: string; accel?: string; dieWithParent: boolean; onProgress?: (m: string) => void }): Runtime {
+    return new Runtime(runtimeDirs(opts), detectAccel(opts.accel), opts.dieWithParent, opts.onProgress);
+  }
+
+  /** Starts a clone of the template for `shape` (building the template first if there is none). */
+  async startSandbox(
+    shape: TemplateShape,
+    id = newSandboxId(),
+  ): Promise<{ id: string; vm: MicroVm; template: Template; built: boolean; createMs: number }> {
+    const t0 = performance.now();
+    const { template, built } = await this.templates.get(shape);
+    const files = await makeVmDir(join(this.dirs.vmsDir, id));
+    try {
+      const vm = await MicroVm.restore(template, files, {
+        dieWithParent: this.dieWithParent,
+        sandboxId: id,
+        hostname: id.replace('_', '-'),
+      });
+      return { id, vm, template, built, createMs: performance.now() - t0 };
+    } catch (err) {
+      await rm(files.dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+}

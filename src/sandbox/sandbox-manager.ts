@@ -1,0 +1,337 @@
+import { readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_IMAGE, DEFAULT_MEMORY_MB } from '../config/defaults.js';
+import type { CreateSandboxRequest, DeleteResult, ExecuteRequest, ExecuteResult, Sandbox } from '../shared/api-types.js';
+import { SandforgeError } from '../shared/errors.js';
+import { isSandboxId, newSandboxId } from '../shared/ids.js';
+import type { ExecSpec } from '../shared/protocol.js';
+import type { SandboxRow, SandboxStore } from '../store/sandbox-store.js';
+import { MicroVm, vmFiles } from '../vmm/microvm.js';
+import { checkCreateLimits, type Limits } from './limits.js';
+import type { Runtime } from './local-runtime.js';
+
+/** Default per-command timeout when a request gives none. */
+export const DEFAULT_EXEC_TIMEOUT_SECONDS = 300;
+/** Buffered execute keeps at most this much of each stream. */
+const MAX_BUFFERED_OUTPUT = 10 * 1024 * 1024;
+
+export interface ManagerOptions {
+  runtime: Runtime;
+  store: SandboxStore;
+  limits: Limits;
+  log: Logger;
+}
+
+export type ExecHandlers = {
+  onStarted?: (pid: number) => void;
+  onStdout?: (b: Buffer) => void;
+  onStderr?: (b: Buffer) => void;
+};
+
+/**
+ * Lifecycle of sandboxes: create (clone a template), adopt after restart,
+ * execute, expire, destroy. Knows nothing of HTTP; the API layer calls it
+ * with validated, typed requests.
+ */
+export class SandboxManager {
+  private readonly live = new Map<string, MicroVm>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly destroying = new Set<string>();
+  readonly counters: Record<string, number> = {
+    sandboxes_created: 0,
+    sandboxes_destroyed: 0,
+    sandboxes_expired: 0,
+    sandboxes_failed: 0,
+    sandboxes_adopted: 0,
+    commands_executed: 0,
+    limit_refusals: 0,
+  };
+
+  constructor(private readonly o: ManagerOptions) {}
+
+  get limits(): Limits {
+    return this.o.limits;
+  }
+
+  /** Re-adopts VMs that survived a restart; marks and cleans up the ones that did not. */
+  async start(): Promise<void> {
+    await this.o.runtime.templates.sweep();
+    for (const row of this.o.store.active()) {
+      const log = this.o.log.child({ sandbox_id: row.id });
+      const vm = row.status === 'running' && row.vm_dir && row.qemu_pid ? await MicroVm.adopt(vmFiles(row.vm_dir), row.qemu_pid) : null;
+      if (vm) {
+        this.track(row.id, vm);
+        this.schedule(row);
+        this.counters.sandboxes_adopted!++;
+        log.info({ pid: row.qemu_pid }, 'adopted running sandbox');
+      } else {
+        if (row.qemu_pid) killQuietly(row.qemu_pid, row.vm_dir);
+        if (row.vm_dir) await rm(row.vm_dir, { recursive: true, force: true });
+        const message = row.status === 'creating' ? 'supervisor stopped while the sandbox was being created' : 'VM died while the supervisor was down';
+        this.o.store.update(row.id, { status: 'failed', message, ended_at: new Date().toISOString(), qemu_pid: null });
+        this.counters.sandboxes_failed!++;
+        log.warn(message);
+      }
+    }
+  }
+
+  async create(req: CreateSandboxRequest): Promise<Sandbox> {
+    try {
+      checkCreateLimits(req, this.o.limits);
+    } catch (err) {
+      this.counters.limit_refusals!++;
+      throw err;
+    }
+    if (req.network && req.network !== 'offline') {
+      throw new SandforgeError('not_implemented', `network mode "${req.network}" is not available yet: only "offline" is supported`);
+    }
+    if (req.mounts && req.mounts.length > 0) {
+      throw new SandforgeError('not_implemented', 'host mounts are not available yet');
+    }
+    if (this.live.size >= this.o.limits.maxSandboxes) {
+      this.counters.limit_refusals!++;
+      throw new SandforgeError('capacity_exhausted', `the server runs its maximum of ${this.o.limits.maxSandboxes} sandboxes (--max-sandboxes)`);
+    }
+    const id = newSandboxId();
+    const now = new Date();
+    const row: SandboxRow = {
+      id,
+      status: 'creating',
+      image: req.image ?? DEFAULT_IMAGE,
+      cpu: req.cpu ?? Math.min(DEFAULT_CPUS, this.o.limits.maxCpu),
+      memory_mb: req.memory_mb ?? DEFAULT_MEMORY_MB,
+      disk_mb: req.disk_mb ?? DEFAULT_DISK_MB,
+      network: req.network ?? 'offline',
+      created_at: now.toISOString(),
+      expires_at: req.timeout_seconds ? new Date(now.getTime() + req.timeout_seconds * 1000).toISOString() : null,
+      metadata: req.metadata ?? {},
+      env: req.env ?? {},
+      template_key: null,
+      vm_dir: join(this.o.runtime.dirs.vmsDir, id),
+      qemu_pid: null,
+      start: null,
+      message: null,
+      ended_at: null,
+    };
+    this.o.store.insert(row);
+    const log = this.o.log.child({ sandbox_id: id });
+    try {
+      const s = await this.o.runtime.startSandbox({ image: row.image, cpus: row.cpu, memoryMb: row.memory_mb, diskMb: row.disk_mb }, id);
+      const start = { mode: s.built ? ('template_built' as const) : ('clone' as const), template: s.template.meta.key, create_ms: Math.round(s.createMs * 10) / 10 };
+      this.o.store.update(id, { status: 'running', qemu_pid: s.vm.pid, template_key: s.template.meta.key, start });
+      this.track(id, s.vm);
+      this.schedule({ ...row, status: 'running' });
+      this.counters.sandboxes_created!++;
+      log.info({ create_ms: start.create_ms, mode: start.mode }, 'sandbox running');
+      return this.get(id);
+    } catch (err) {
+      const e = err instanceof SandforgeError ? err : new SandforgeError('vm_failed', (err as Error).message);
+      this.o.store.update(id, { status: 'failed', message: e.message, ended_at: new Date().toISOString() });
+      this.counters.sandboxes_failed!++;
+      log.error({ err: e.message }, 'sandbox create failed');
+      throw e;
+    }
+  }
+
+  list(): Sandbox[] {
+    return this.o.store.list().map(toPublic);
+  }
+
+  get(id: string): Sandbox {
+    return toPublic(this.row(id));
+  }
+
+  private row(id: string): SandboxRow {
+    const row = isSandboxId(id) ? this.o.store.get(id) : undefined;
+    if (!row) throw new SandforgeError('sandbox_not_found', `no sandbox with id "${id}"`);
+    return row;
+  }
+
+  /** The running VM of a sandbox, or a 404/409 that says why there is none. */
+  vm(id: string): MicroVm {
+    const row = this.row(id);
+    const vm = this.live.get(id);
+    if (!vm || row.status !== 'running') {
+      throw new SandforgeError('sandbox_not_running', `sandbox ${id} is ${row.status}${row.message ? `: ${row.message}` : ''}`);
+    }
+    return vm;
+  }
+
+  /** Builds the agent's exec spec from an API request, merging the sandbox's env. */
+  execSpec(id: string, req: Omit<ExecuteRequest, 'stdin'> & { stdin?: boolean; pty?: { rows: number; cols: number } }): ExecSpec {
+    const row = this.row(id);
+    const timeoutS = req.timeout_seconds ?? DEFAULT_EXEC_TIMEOUT_SECONDS;
+    const spec: ExecSpec = {
+      ...(typeof req.command === 'string' ? { shell: req.command } : { argv: req.command }),
+      env: { ...row.env, ...(req.env ?? {}) },
+      timeout_ms: Math.max(1, Math.round(timeoutS * 1000)),
+      stdin: req.stdin ?? false,
+    };
+    if (req.cwd) spec.cwd = req.cwd;
+    if (req.user) spec.user = req.user;
+    if (req.pty) spec.pty = req.pty;
+    return spec;
+  }
+
+  /** Starts a streaming command; the caller drives stdin/signals on the handle. */
+  stream(id: string, spec: ExecSpec, handlers: ExecHandlers) {
+    const vm = this.vm(id);
+    this.counters.commands_executed!++;
+    return vm.agent.exec(spec, handlers);
+  }
+
+  /** Runs a command to completion with buffered output (the documented `/execute`). */
+  async execute(id: string, req: ExecuteRequest): Promise<ExecuteResult> {
+    const spec = this.execSpec(id, { ...req, stdin: req.stdin !== undefined });
+    const out = new OutputBuffer();
+    const err = new OutputBuffer();
+    const h = this.stream(id, spec, { onStdout: (b) => out.push(b), onStderr: (b) => err.push(b) });
+    if (req.stdin !== undefined) {
+      h.writeStdin(Buffer.from(req.stdin));
+      h.closeStdin();
+    }
+    const exit = await this.whileAlive(id, h.wait());
+    return {
+      exit_code: exit.exit_code,
+      stdout: out.text(),
+      stderr: err.text(),
+      timed_out: exit.timed_out,
+      signal: exit.signal,
+      duration_ms: exit.duration_ms,
+      ...(out.truncated || err.truncated ? { truncated: true } : {}),
+    };
+  }
+
+  /** Rejects with a clear error if the VM dies before `p` settles. */
+  async whileAlive<T>(id: string, p: Promise<T>): Promise<T> {
+    const vm = this.vm(id);
+    const died = vm.qemu.exited.then(() => {
+      throw new SandforgeError('vm_failed', `sandbox ${id}'s VM stopped while the command ran (guest crash?)`);
+    });
+    died.catch(() => undefined);
+    return Promise.race([p, died]);
+  }
+
+  async destroy(id: string, reason = 'destroyed on request'): Promise<DeleteResult> {
+    const row = this.row(id);
+    if (row.status === 'terminated' || row.status === 'failed') {
+      return { id, status: 'terminated', message: `sandbox was already ${row.status}` };
+    }
+    this.destroying.add(id);
+    try {
+      const vm = this.live.get(id);
+      this.live.delete(id);
+      clearTimeout(this.timers.get(id));
+      this.timers.delete(id);
+      if (vm) await vm.destroy();
+      else if (row.vm_dir) await rm(row.vm_dir, { recursive: true, force: true });
+      this.o.store.update(id, { status: 'terminated', message: reason, ended_at: new Date().toISOString(), qemu_pid: null });
+      this.counters.sandboxes_destroyed!++;
+      this.o.log.info({ sandbox_id: id, reason }, 'sandbox destroyed');
+      return { id, status: 'terminated', message: `sandbox ${reason}` };
+    } finally {
+      this.destroying.delete(id);
+    }
+  }
+
+  /** Stops tracking; VMs keep running for the next start unless `destroy` is set. */
+  async shutdown(opts: { destroy: boolean }): Promise<void> {
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    if (opts.destroy) {
+      await Promise.all([...this.live.keys()].map((id) => this.destroy(id, 'destroyed at supervisor exit').catch(() => undefined)));
+    } else {
+      for (const vm of this.live.values()) vm.detach();
+      this.live.clear();
+    }
+  }
+
+  get runningCount(): number {
+    return this.live.size;
+  }
+
+  private track(id: string, vm: MicroVm): void {
+    this.live.set(id, vm);
+    void vm.qemu.exited.then(async () => {
+      if (this.destroying.has(id) || this.live.get(id) !== vm) return;
+      this.live.delete(id);
+      clearTimeout(this.timers.get(id));
+      await vm.destroy();
+      this.o.store.update(id, { status: 'failed', message: 'VM exited unexpectedly', ended_at: new Date().toISOString(), qemu_pid: null });
+      this.counters.sandboxes_failed!++;
+      this.o.log.warn({ sandbox_id: id }, 'sandbox VM exited unexpectedly');
+    });
+  }
+
+  private schedule(row: SandboxRow): void {
+    if (!row.expires_at) return;
+    const ms = Math.max(0, Date.parse(row.expires_at) - Date.now());
+    const t = setTimeout(() => {
+      this.counters.sandboxes_expired!++;
+      void this.destroy(row.id, 'expired (timeout_seconds reached)').catch((err: Error) =>
+        this.o.log.error({ sandbox_id: row.id, err: err.message }, 'expiry destroy failed'),
+      );
+    }, ms);
+    t.unref();
+    this.timers.set(row.id, t);
+  }
+}
+
+function toPublic(r: SandboxRow): Sandbox {
+  const s: Sandbox = {
+    id: r.id,
+    status: r.status,
+    image: r.image,
+    cpu: r.cpu,
+    memory_mb: r.memory_mb,
+    disk_mb: r.disk_mb,
+    network: r.network,
+    created_at: r.created_at,
+    expires_at: r.expires_at,
+    metadata: r.metadata,
+  };
+  if (r.start) s.start = r.start;
+  if (r.message) s.message = r.message;
+  return s;
+}
+
+/** Kills a stale QEMU only if its command line still names its VM dir (pid reuse guard). */
+function killQuietly(pid: number, marker: string | null): void {
+  let cmdline = '';
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return;
+  }
+  if (marker && cmdline.includes(marker)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
+/** Bounded output accumulator for buffered execute. */
+class OutputBuffer {
+  private chunks: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+
+  push(b: Buffer): void {
+    if (this.size >= MAX_BUFFERED_OUTPUT) {
+      this.truncated = true;
+      return;
+    }
+    const take = b.subarray(0, MAX_BUFFERED_OUTPUT - this.size);
+    if (take.length < b.length) this.truncated = true;
+    this.chunks.push(take);
+    this.size += take.length;
+  }
+
+  text(): string {
+    return Buffer.concat(this.chunks).toString('utf8');
+  }
+}

@@ -1,0 +1,101 @@
+import { spawn } from 'node:child_process';
+import { openSync, closeSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const QEMU_BINARY = process.env.SANDFORGE_QEMU ?? 'qemu-system-x86_64';
+
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface SpawnOptions {
+  args: string[];
+  /** QEMU's own stdout/stderr go here (diagnostics on failure). */
+  logFile: string;
+  /**
+   * Kill QEMU when this process dies (`sandforge run`). The supervisor leaves
+   * it off so VMs outlive a restart and are adopted again.
+   */
+  dieWithParent: boolean;
+}
+
+/** A QEMU process, either spawned here or adopted by pid after a restart. */
+export class QemuProcess {
+  readonly exited: Promise<ExitInfo>;
+  private exitInfo: ExitInfo | null = null;
+
+  private constructor(
+    readonly pid: number,
+    exited: Promise<ExitInfo>,
+  ) {
+    this.exited = exited.then((info) => {
+      this.exitInfo = info;
+      return info;
+    });
+  }
+
+  static spawn(opts: SpawnOptions): QemuProcess {
+    const fd = openSync(opts.logFile, 'a', 0o600);
+    try {
+      const [cmd, argv] = opts.dieWithParent
+        ? ['setpriv', ['--pdeathsig', 'KILL', '--', QEMU_BINARY, ...opts.args]]
+        : [QEMU_BINARY, opts.args];
+      // Own process group: a Ctrl-C at the terminal reaches us, not QEMU; we tear down in order.
+      const child = spawn(cmd, argv, { stdio: ['ignore', fd, fd], detached: true });
+      const exited = new Promise<ExitInfo>((resolve) => {
+        child.once('exit', (code, signal) => resolve({ code, signal }));
+        child.once('error', () => resolve({ code: 127, signal: null }));
+      });
+      if (!opts.dieWithParent) child.unref();
+      if (child.pid === undefined) throw new Error(`cannot start ${cmd}`);
+      return new QemuProcess(child.pid, exited);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /**
+   * Adopts a running QEMU by pid, only if its command line still mentions
+   * `marker` (guards against pid reuse). Returns null if it is gone.
+   */
+  static adopt(pid: number, marker: string): QemuProcess | null {
+    if (!isQemuWithMarker(pid, marker)) return null;
+    const exited = (async (): Promise<ExitInfo> => {
+      while (isQemuWithMarker(pid, marker)) await sleep(250);
+      return { code: null, signal: null };
+    })();
+    return new QemuProcess(pid, exited);
+  }
+
+  get alive(): boolean {
+    return this.exitInfo === null;
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
+    if (!this.alive) return;
+    try {
+      process.kill(this.pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+
+  /** SIGKILL and wait for the exit, bounded. */
+  async killAndWait(timeoutMs = 5000): Promise<void> {
+    this.kill('SIGKILL');
+    await Promise.race([this.exited, sleep(timeoutMs)]);
+  }
+}
+
+function isQemuWithMarker(pid: number, marker: string): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (!cmdline.includes(marker)) return false;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // A zombie is dead for our purposes.
+    return !/\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
