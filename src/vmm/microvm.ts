@@ -197,7 +197,7 @@ export class MicroVm {
     await this.qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(statePath)}` });
     await this.qmp.waitMigration(60_000);
     await this.qmp.execute('quit').catch(() => undefined);
-    await Promise.race([this.qemu.exited, sleep(5000)]);
+    await Promise.race([this.qemu.exited, sleep(5000, undefined, { ref: false })]);
     await this.destroy();
   }
 

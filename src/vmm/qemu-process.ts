@@ -84,7 +84,7 @@ export class QemuProcess {
   /** SIGKILL and wait for the exit, bounded. */
   async killAndWait(timeoutMs = 5000): Promise<void> {
     this.kill('SIGKILL');
-    await Promise.race([this.exited, sleep(timeoutMs)]);
+    await Promise.race([this.exited, sleep(timeoutMs, undefined, { ref: false })]);
   }
 }
 
