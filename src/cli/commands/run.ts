@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { constants } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_IMAGE, DEFAULT_MEMORY_MB, HOST_CPUS } from '../../config/defaults.js';
 import { SandforgeError } from '../../shared/errors.js';
 import { Runtime } from '../../sandbox/local-runtime.js';
@@ -55,42 +56,30 @@ async function runOnce(words: string[], o: RunOptions): Promise<number> {
   await runtime.templates.sweep();
 
   let vm: MicroVm | undefined;
-  let interrupted: NodeJS.Signals | null = null;
+  let interrupted: Promise<number> | null = null;
   const onSignal = (sig: NodeJS.Signals) => {
     if (interrupted) return;
-    interrupted = sig;
     say(`${sig}: destroying the sandbox`);
-    void (vm ? vm.destroy() : Promise.resolve()).finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    const code = sig === 'SIGINT' ? 130 : 143;
+    interrupted = (vm ? vm.destroy() : Promise.resolve()).then(() => code);
+    // Before the VM exists there is nothing to wait for: leave now.
+    if (!vm) void interrupted.then((c) => process.exit(c));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
-  process.on('SIGHUP', onSignal);
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+  for (const sig of signals) process.on(sig, onSignal);
 
   try {
     const started = await runtime.startSandbox({ image: o.image, cpus: o.cpu, memoryMb: o.mem, diskMb: o.disk });
     vm = started.vm;
-    if (interrupted) return 130;
-    const qemuGone = vm.qemu.exited.then(() => {
-      throw new SandforgeError('vm_failed', 'the sandbox VM stopped unexpectedly (guest crash or kill); its files are removed');
+    if (interrupted) return await interrupted;
+    const result = await execute(vm, cmd, o).catch(async (err: unknown) => {
+      if (interrupted) return interrupted;
+      // The agent connection often drops a moment before QEMU's exit is seen: say what really happened.
+      const exited = await Promise.race([vm!.qemu.exited.then(() => true), sleep(1000, false, { ref: false })]);
+      if (exited) throw new SandforgeError('vm_failed', 'the sandbox VM stopped unexpectedly (guest kernel crash or killed QEMU); its files are removed');
+      throw err;
     });
-    qemuGone.catch(() => undefined);
-
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    const feedStdin = !process.stdin.isTTY && !o.json;
-    const handle = vm.agent.exec(
-      { ...cmd, env: o.env, timeout_ms: o.timeout * 1000, stdin: feedStdin, ...(o.cwd ? { cwd: o.cwd } : {}) },
-      {
-        onStdout: (b: Buffer) => (o.json ? stdout.push(b) : process.stdout.write(b)),
-        onStderr: (b: Buffer) => (o.json ? stderr.push(b) : process.stderr.write(b)),
-      },
-    );
-    if (feedStdin) {
-      process.stdin.on('data', (b: Buffer) => handle.writeStdin(b));
-      process.stdin.on('end', () => handle.closeStdin());
-    }
-    const result = await Promise.race([handle.wait(), qemuGone]);
-    process.stdin.pause();
+    if (typeof result === 'number') return result;
     if (o.json) {
       process.stdout.write(
         JSON.stringify({
@@ -99,8 +88,8 @@ async function runOnce(words: string[], o: RunOptions): Promise<number> {
           signal: result.signal,
           timed_out: result.timed_out,
           duration_ms: result.duration_ms,
-          stdout: Buffer.concat(stdout).toString('utf8'),
-          stderr: Buffer.concat(stderr).toString('utf8'),
+          stdout: result.stdout,
+          stderr: result.stderr,
         }) + '\n',
       );
     }
@@ -111,10 +100,37 @@ async function runOnce(words: string[], o: RunOptions): Promise<number> {
     if (result.exit_code === null) return 128 + signalNumber(result.signal);
     return result.exit_code;
   } finally {
+    if (interrupted) await interrupted;
     await vm?.destroy();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('SIGHUP', onSignal);
+    for (const sig of signals) process.off(sig, onSignal);
+  }
+}
+
+/** Runs the command with live output (or collected output for --json). */
+async function execute(vm: MicroVm, cmd: ReturnType<typeof commandSpec>, o: RunOptions) {
+  const stdout: Buffer[] = [];
+  const stderr: Buffer[] = [];
+  const feedStdin = !process.stdin.isTTY;
+  const handle = vm.agent.exec(
+    { ...cmd, env: o.env, timeout_ms: o.timeout * 1000, stdin: feedStdin, ...(o.cwd ? { cwd: o.cwd } : {}) },
+    {
+      onStdout: (b: Buffer) => (o.json ? stdout.push(b) : process.stdout.write(b)),
+      onStderr: (b: Buffer) => (o.json ? stderr.push(b) : process.stderr.write(b)),
+    },
+  );
+  const onData = (b: Buffer) => void handle.writeStdin(b).catch(() => undefined);
+  const onEnd = () => void handle.closeStdin().catch(() => undefined);
+  if (feedStdin) {
+    process.stdin.on('data', onData);
+    process.stdin.on('end', onEnd);
+  }
+  try {
+    const exit = await handle.wait();
+    return { ...exit, stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8') };
+  } finally {
+    process.stdin.off('data', onData);
+    process.stdin.off('end', onEnd);
+    process.stdin.pause();
   }
 }
 
