@@ -179,7 +179,10 @@ export class SandboxManager {
   stream(id: string, spec: ExecSpec, handlers: ExecHandlers) {
     const vm = this.vm(id);
     this.counters.commands_executed!++;
-    return vm.agent.exec(spec, handlers);
+    const { onStarted, ...output } = handlers;
+    const h = vm.agent.exec(spec, output);
+    if (onStarted) h.started.then(onStarted, () => undefined);
+    return h;
   }
 
   /** Runs a command to completion with buffered output (the documented `/execute`). */

@@ -69,8 +69,9 @@ export function sandboxRoutes(app: FastifyInstance, manager: SandboxManager): vo
           h.writeStdin(Buffer.from(req.body.stdin));
           h.closeStdin();
         }
-        req.raw.on('close', () => {
-          if (!res.writableEnded) h.signal('SIGKILL');
+        // The client hanging up ends the command (the request's own 'close' fires once its body is read).
+        res.on('close', () => {
+          if (!res.writableFinished) h.signal('SIGKILL');
         });
         const exit = await manager.whileAlive(id, h.wait());
         send({ type: 'exit', exit_code: exit.exit_code, signal: exit.signal, timed_out: exit.timed_out, duration_ms: exit.duration_ms });
