@@ -90,8 +90,11 @@ class SessionDuplex extends Duplex {
   }
 
   override _final(cb: (err?: Error | null) => void): void {
-    // A serial port cannot be half-closed; the session ends when the host disconnects.
+    // A serial port cannot be half-closed. The consumer ending its side means
+    // the HTTP/2 session is over (GOAWAY, or a protocol error such as a new
+    // hello arriving without an EOF): destroy, so the loop looks for a hello.
     cb();
+    setImmediate(() => this.destroy());
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {

@@ -7,6 +7,7 @@ import type { CreateSandboxRequest, DeleteResult, ExecuteRequest, ExecuteResult,
 import { SandforgeError } from '../shared/errors.js';
 import { isSandboxId, newSandboxId } from '../shared/ids.js';
 import type { ExecSpec } from '../shared/protocol.js';
+import type { AgentClient, ExecHandle } from '../agent-client/index.js';
 import type { SandboxRow, SandboxStore } from '../store/sandbox-store.js';
 import { MicroVm, vmFiles } from '../vmm/microvm.js';
 import { checkCreateLimits, type Limits } from './limits.js';
@@ -123,6 +124,10 @@ export class SandboxManager {
       this.o.store.update(id, { status: 'running', qemu_pid: s.vm.pid, template_key: s.template.meta.key, start });
       this.track(id, s.vm);
       this.schedule({ ...row, status: 'running' });
+      s.vm.ready.catch((err: Error) => {
+        log.error({ err: err.message }, 'sandbox agent did not come up');
+        void this.fail(id, s.vm, `agent did not come up: ${err.message}`);
+      });
       this.counters.sandboxes_created!++;
       log.info({ create_ms: start.create_ms, mode: start.mode }, 'sandbox running');
       return this.get(id);
@@ -175,12 +180,17 @@ export class SandboxManager {
     return spec;
   }
 
+  /** The sandbox's agent, once ready (a fresh clone finishes its set-up behind this). */
+  async agent(id: string): Promise<AgentClient> {
+    return this.whileAlive(id, this.vm(id).ready);
+  }
+
   /** Starts a streaming command; the caller drives stdin/signals on the handle. */
-  stream(id: string, spec: ExecSpec, handlers: ExecHandlers) {
-    const vm = this.vm(id);
+  async stream(id: string, spec: ExecSpec, handlers: ExecHandlers): Promise<ExecHandle> {
+    const agent = await this.agent(id);
     this.counters.commands_executed!++;
     const { onStarted, ...output } = handlers;
-    const h = vm.agent.exec(spec, output);
+    const h = agent.exec(spec, output);
     if (onStarted) h.started.then(onStarted, () => undefined);
     return h;
   }
@@ -190,7 +200,7 @@ export class SandboxManager {
     const spec = this.execSpec(id, { ...req, stdin: req.stdin !== undefined });
     const out = new OutputBuffer();
     const err = new OutputBuffer();
-    const h = this.stream(id, spec, { onStdout: (b) => out.push(b), onStderr: (b) => err.push(b) });
+    const h = await this.stream(id, spec, { onStdout: (b) => out.push(b), onStderr: (b) => err.push(b) });
     if (req.stdin !== undefined) {
       h.writeStdin(Buffer.from(req.stdin));
       h.closeStdin();
@@ -257,15 +267,18 @@ export class SandboxManager {
 
   private track(id: string, vm: MicroVm): void {
     this.live.set(id, vm);
-    void vm.qemu.exited.then(async () => {
-      if (this.destroying.has(id) || this.live.get(id) !== vm) return;
-      this.live.delete(id);
-      clearTimeout(this.timers.get(id));
-      await vm.destroy();
-      this.o.store.update(id, { status: 'failed', message: 'VM exited unexpectedly', ended_at: new Date().toISOString(), qemu_pid: null });
-      this.counters.sandboxes_failed!++;
-      this.o.log.warn({ sandbox_id: id }, 'sandbox VM exited unexpectedly');
-    });
+    void vm.qemu.exited.then(() => this.fail(id, vm, 'VM exited unexpectedly'));
+  }
+
+  /** Marks a sandbox failed and removes its VM, unless it is already being destroyed. */
+  private async fail(id: string, vm: MicroVm, message: string): Promise<void> {
+    if (this.destroying.has(id) || this.live.get(id) !== vm) return;
+    this.live.delete(id);
+    clearTimeout(this.timers.get(id));
+    await vm.destroy();
+    this.o.store.update(id, { status: 'failed', message, ended_at: new Date().toISOString(), qemu_pid: null });
+    this.counters.sandboxes_failed!++;
+    this.o.log.warn({ sandbox_id: id }, message);
   }
 
   private schedule(row: SandboxRow): void {

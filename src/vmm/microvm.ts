@@ -68,13 +68,34 @@ export function consoleTail(path: string, lines = 15): string {
  */
 export class MicroVm {
   private destroyed = false;
+  private agentClient: AgentClient | null = null;
+  /**
+   * Resolves with the agent once it answered and (for clones) took its
+   * identity. A clone is returned as soon as its CPUs run; agent work that
+   * follows is pipelined behind this promise, so callers await it.
+   */
+  readonly ready: Promise<AgentClient>;
 
   private constructor(
     readonly files: VmFiles,
     readonly qemu: QemuProcess,
     readonly qmp: QmpClient,
-    public agent: AgentClient,
-  ) {}
+    ready: Promise<AgentClient>,
+  ) {
+    this.ready = ready.then((a) => {
+      this.agentClient = a;
+      if (this.destroyed) a.destroy();
+      return a;
+    });
+    // A failed readiness is reported to whoever awaits it; never unhandled.
+    this.ready.catch(() => undefined);
+  }
+
+  /** The agent, once ready; throws if it is not (use `ready` to wait). */
+  get agent(): AgentClient {
+    if (!this.agentClient) throw new SandforgeError('agent_unavailable', 'the sandbox agent is not ready yet');
+    return this.agentClient;
+  }
 
   /** Builds the QEMU spec for a VM directory; templates and clones share it so device lists match. */
   static spec(opts: VmOptions, boot: BootArtifacts, files: VmFiles, shares: ShareSpec[], scratchFormat: 'raw' | 'qcow2'): QemuSpec {
@@ -132,15 +153,21 @@ export class MicroVm {
       await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(template.statePath)}` });
       await raceExit(qemu, files, qmp.waitStatus('paused', 30_000), 'restore');
       await qmp.execute('cont');
-      const agent = await raceExit(qemu, files, AgentClient.connect(files.agentSocket, { timeoutMs: 20_000 }), 'restore');
-      const vm = new MicroVm(files, qemu, qmp, agent);
-      await vm.agent.init({
-        time_ms: Date.now(),
-        entropy_b64: randomBytes(64).toString('base64'),
-        hostname: opts.hostname,
-        sandbox_id: opts.sandboxId,
+      const ready = raceExit(qemu, files, AgentClient.connect(files.agentSocket, { timeoutMs: 30_000 }), 'restore').then(async (agent) => {
+        try {
+          await agent.init({
+            time_ms: Date.now(),
+            entropy_b64: randomBytes(64).toString('base64'),
+            hostname: opts.hostname,
+            sandbox_id: opts.sandboxId,
+          });
+          return agent;
+        } catch (err) {
+          agent.destroy();
+          throw err;
+        }
       });
-      return vm;
+      return new MicroVm(files, qemu, qmp, ready);
     } catch (err) {
       qmp?.close();
       await qemu.killAndWait();
@@ -165,7 +192,9 @@ export class MicroVm {
     try {
       qmp = await raceExit(qemu, files, QmpClient.connect(files.qmpSocket, 10_000), what);
       const agent = await raceExit(qemu, files, AgentClient.connect(files.agentSocket, { timeoutMs }), what);
-      return new MicroVm(files, qemu, qmp, agent);
+      const vm = new MicroVm(files, qemu, qmp, Promise.resolve(agent));
+      await vm.ready;
+      return vm;
     } catch (err) {
       qmp?.close();
       await qemu.killAndWait();
@@ -204,7 +233,7 @@ export class MicroVm {
   /** Lets go of the VM without stopping it, so a later process can adopt it. */
   detach(): void {
     this.destroyed = true;
-    this.agent.close();
+    this.agentClient?.close();
     this.qmp.close();
   }
 
@@ -212,7 +241,7 @@ export class MicroVm {
   async destroy(): Promise<void> {
     if (this.destroyed) return;
     this.destroyed = true;
-    this.agent.close();
+    this.agentClient?.destroy();
     this.qmp.close();
     await this.qemu.killAndWait();
     await rm(this.files.dir, { recursive: true, force: true });

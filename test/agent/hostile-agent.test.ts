@@ -2,13 +2,14 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Http2Server, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
-import { createServer as createNetServer, connect as netConnect, type Socket } from 'node:net';
+import { createServer as createNetServer, connect as netConnect, type Server as NetServer, type Socket } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentClient } from '../../src/agent-client/index.js';
 import { SandforgeError } from '../../src/shared/errors.js';
 import { EXEC_CONTENT_TYPE, FrameType, encodeAgentFrame, type AgentFrame } from '../../src/shared/protocol.js';
+import { listenUnix } from '../../agent/transport/unix-listener.js';
 import { spawnAgent } from './helpers.js';
 
 const goodHealth = {
@@ -34,6 +35,7 @@ type Behaviour = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => vo
 describe('host client against a hostile agent', () => {
   let dir: string;
   let server: Http2Server;
+  let listener: NetServer;
   let sock: string;
   let behave: Record<string, Behaviour> = {};
 
@@ -56,10 +58,12 @@ describe('host client against a hostile agent', () => {
       if (b) b(stream, headers);
       else json(200, goodHealth)(stream);
     });
-    await new Promise<void>((r) => server.listen(sock, r));
+    // The real agent's handshake in front of a fake HTTP/2 server.
+    listener = await listenUnix(sock, (s) => server.emit('connection', s));
   });
   after(async () => {
-    await new Promise((r) => server.close(r));
+    await new Promise((r) => listener.close(r));
+    server.close();
     rmSync(dir, { recursive: true, force: true });
   });
 

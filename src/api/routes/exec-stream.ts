@@ -10,7 +10,7 @@ import { IdParams } from './sandboxes.js';
 /** Largest client message we accept on a command stream (stdin chunks are base64 in JSON). */
 const MAX_WS_MESSAGE_BYTES = 4 * 1024 * 1024;
 
-type Handle = ReturnType<SandboxManager['stream']>;
+type Handle = Awaited<ReturnType<SandboxManager['stream']>>;
 
 /**
  * `GET /v1/sandboxes/{id}/exec` upgraded to a WebSocket: a `start` message,
@@ -23,7 +23,9 @@ export function execStreamRoute(app: FastifyInstance, manager: SandboxManager): 
     { websocket: true, schema: { summary: 'Command stream over WebSocket (PTY optional)', params: IdParams } },
     (socket: WebSocket, req) => {
       const id = req.params.id;
-      let handle: Handle | null = null;
+      /** The command, once started; later messages apply in arrival order behind it. */
+      let handle: Promise<Handle> | null = null;
+      let started: Handle | null = null;
       let done = false;
       const send = (m: StreamServerMessage) => {
         if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(m));
@@ -45,7 +47,7 @@ export function execStreamRoute(app: FastifyInstance, manager: SandboxManager): 
           if (raw.length > MAX_WS_MESSAGE_BYTES) throw new SandforgeError('payload_too_large', 'stream message too large');
           if (isBinary) {
             if (!handle) throw new SandforgeError('bad_request', 'send a "start" message first');
-            handle.writeStdin(raw);
+            void handle.then((h) => h.writeStdin(raw)).catch(fail);
             return;
           }
           const msg = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
@@ -60,45 +62,54 @@ export function execStreamRoute(app: FastifyInstance, manager: SandboxManager): 
               onStdout: (b) => send({ type: 'stdout', data: b.toString('base64') }),
               onStderr: (b) => send({ type: 'stderr', data: b.toString('base64') }),
             });
-            manager.whileAlive(id, handle.wait()).then(
+            handle.then((h) => {
+              started = h;
+              return manager.whileAlive(id, h.wait());
+            }).then(
               (x) => finish({ type: 'exit', exit_code: x.exit_code, signal: x.signal, timed_out: x.timed_out, duration_ms: x.duration_ms }),
               fail,
             );
             return;
           }
-          switch (msg.type) {
-            case 'stdin':
-              if (typeof msg.data !== 'string') throw new SandforgeError('invalid_argument', 'stdin.data must be base64 text');
-              handle.writeStdin(Buffer.from(msg.data, 'base64'));
-              break;
-            case 'stdin_close':
-              handle.closeStdin();
-              break;
-            case 'signal':
-              if (!SIGNALS.includes(msg.signal as SignalName)) throw new SandforgeError('invalid_argument', `unknown signal ${String(msg.signal)}`);
-              handle.signal(msg.signal as SignalName);
-              break;
-            case 'resize': {
-              const { rows, cols } = msg;
-              if (!isDim(rows) || !isDim(cols)) throw new SandforgeError('invalid_argument', 'resize needs integer rows and cols in 1..1000');
-              handle.resize(rows, cols);
-              break;
-            }
-            default:
-              throw new SandforgeError('invalid_argument', `unknown message type ${JSON.stringify(msg.type)}`);
-          }
+          const apply = parseControl(msg);
+          void handle.then(apply).catch(fail);
         } catch (err) {
-          if (handle && !done) killQuietly(handle);
+          if (started && !done) killQuietly(started);
           fail(err instanceof SyntaxError ? new SandforgeError('bad_request', 'messages must be JSON text frames') : err);
         }
       });
       socket.on('close', () => {
         // Client went away: the command does not outlive its stream.
-        if (!done && handle) killQuietly(handle);
+        if (!done && handle) void handle.then(killQuietly, () => undefined);
         done = true;
       });
     },
   );
+}
+
+/** Validates a control message and returns what it does to the command. */
+function parseControl(msg: Record<string, unknown>): (h: Handle) => unknown {
+  switch (msg.type) {
+    case 'stdin': {
+      if (typeof msg.data !== 'string') throw new SandforgeError('invalid_argument', 'stdin.data must be base64 text');
+      const data = Buffer.from(msg.data, 'base64');
+      return (h) => h.writeStdin(data);
+    }
+    case 'stdin_close':
+      return (h) => h.closeStdin();
+    case 'signal': {
+      if (!SIGNALS.includes(msg.signal as SignalName)) throw new SandforgeError('invalid_argument', `unknown signal ${String(msg.signal)}`);
+      const sig = msg.signal as SignalName;
+      return (h) => h.signal(sig);
+    }
+    case 'resize': {
+      const { rows, cols } = msg;
+      if (!isDim(rows) || !isDim(cols)) throw new SandforgeError('invalid_argument', 'resize needs integer rows and cols in 1..1000');
+      return (h) => h.resize(rows, cols);
+    }
+    default:
+      throw new SandforgeError('invalid_argument', `unknown message type ${JSON.stringify(msg.type)}`);
+  }
 }
 
 function isDim(x: unknown): x is number {

@@ -25,8 +25,8 @@ export function fileRoutes(app: FastifyInstance, manager: SandboxManager): void 
     '/v1/sandboxes/:id/files',
     { schema: { summary: 'Download a file (raw bytes, streamed)', params: IdParams, querystring: PathQuery, response: errors } },
     async (req, reply) => {
-      const vm = manager.vm(req.params.id);
-      const stream = await vm.agent.readFile(req.query.path);
+      const agent = await manager.agent(req.params.id);
+      const stream = await agent.readFile(req.query.path);
       return reply.type('application/octet-stream').send(stream);
     },
   );
@@ -43,11 +43,11 @@ export function fileRoutes(app: FastifyInstance, manager: SandboxManager): void 
       bodyLimit: MAX_UPLOAD_BYTES,
     },
     async (req) => {
-      const vm = manager.vm(req.params.id);
+      const agent = await manager.agent(req.params.id);
       const body = req.body as NodeJS.ReadableStream | Buffer | string | undefined;
       if (body === undefined) throw new SandforgeError('bad_request', 'upload needs a body with Content-Type: application/octet-stream');
       const data = typeof body === 'string' ? Buffer.from(body) : body;
-      const r = await vm.agent.writeFile(req.query.path, data as never, { mkdirs: true });
+      const r = await agent.writeFile(req.query.path, data as never, { mkdirs: true });
       return { path: req.query.path, size: r.bytes_written };
     },
   );
@@ -63,7 +63,7 @@ export function fileRoutes(app: FastifyInstance, manager: SandboxManager): void 
       },
     },
     async (req) => {
-      await manager.vm(req.params.id).agent.remove(req.query.path, { recursive: req.query.recursive === 'true' });
+      await (await manager.agent(req.params.id)).remove(req.query.path, { recursive: req.query.recursive === 'true' });
       return { path: req.query.path, deleted: true };
     },
   );
@@ -80,7 +80,7 @@ export function fileRoutes(app: FastifyInstance, manager: SandboxManager): void 
     },
     async (req) => {
       const dir = req.query.path;
-      const r = await manager.vm(req.params.id).agent.listDir(dir);
+      const r = await (await manager.agent(req.params.id)).listDir(dir);
       return { path: dir, entries: r.entries.map((e) => toEntry(e, posix.join(dir, e.name))) };
     },
   );
@@ -88,14 +88,14 @@ export function fileRoutes(app: FastifyInstance, manager: SandboxManager): void 
   app.get<P>(
     '/v1/sandboxes/:id/files/stat',
     { schema: { summary: 'Stat a path', params: IdParams, querystring: PathQuery, response: { 200: FileEntry, ...errors } } },
-    async (req) => toEntry(await manager.vm(req.params.id).agent.stat(req.query.path), req.query.path),
+    async (req) => toEntry(await (await manager.agent(req.params.id)).stat(req.query.path), req.query.path),
   );
 
   app.post<{ Params: { id: string }; Body: { path: string } }>(
     '/v1/sandboxes/:id/files/mkdir',
     { schema: { summary: 'Create a directory (with parents)', params: IdParams, body: MkdirRequest, response: { 200: FileEntry, ...errors } } },
     async (req) => {
-      const agent = manager.vm(req.params.id).agent;
+      const agent = await manager.agent(req.params.id);
       await agent.mkdir(req.body.path, { recursive: true });
       return toEntry(await agent.stat(req.body.path), req.body.path);
     },
@@ -112,7 +112,7 @@ export function fileRoutes(app: FastifyInstance, manager: SandboxManager): void 
       },
     },
     async (req) => {
-      await manager.vm(req.params.id).agent.rename(req.body.from, req.body.to);
+      await (await manager.agent(req.params.id)).rename(req.body.from, req.body.to);
       return { from: req.body.from, to: req.body.to };
     },
   );

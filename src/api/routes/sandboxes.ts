@@ -54,13 +54,13 @@ export function sandboxRoutes(app: FastifyInstance, manager: SandboxManager): vo
       if (!wantsNdjson(req.headers.accept)) return manager.execute(id, req.body);
 
       const spec = manager.execSpec(id, { ...req.body, stdin: req.body.stdin !== undefined });
-      manager.vm(id); // 404/409 as JSON before the stream starts
+      await manager.agent(id); // 404/409 as JSON before the stream starts
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store', 'x-request-id': req.id });
       const send = (m: StreamServerMessage) => res.write(JSON.stringify(m) + '\n');
       try {
-        const h = manager.stream(id, spec, {
+        const h = await manager.stream(id, spec, {
           onStarted: (pid) => send({ type: 'started', pid }),
           onStdout: (b) => send({ type: 'stdout', data: b.toString('base64') }),
           onStderr: (b) => send({ type: 'stderr', data: b.toString('base64') }),

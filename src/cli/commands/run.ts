@@ -111,7 +111,8 @@ async function execute(vm: MicroVm, cmd: ReturnType<typeof commandSpec>, o: RunO
   const stdout: Buffer[] = [];
   const stderr: Buffer[] = [];
   const feedStdin = !process.stdin.isTTY;
-  const handle = vm.agent.exec(
+  const agent = await vm.ready;
+  const handle = agent.exec(
     { ...cmd, env: o.env, timeout_ms: o.timeout * 1000, stdin: feedStdin, ...(o.cwd ? { cwd: o.cwd } : {}) },
     {
       onStdout: (b: Buffer) => (o.json ? stdout.push(b) : process.stdout.write(b)),
