@@ -72,6 +72,19 @@ async function collectInputs(o: Required<Omit<AgentDiskOptions, 'signal'>>): Pro
   return files;
 }
 
+/** Content hashes by file identity: a create must not re-hash the 100 MB node binary every time. */
+const hashMemo = new Map<string, { id: string; hash: string }>();
+
+async function hashFileMemo(path: string): Promise<string> {
+  const st = await stat(path);
+  const id = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}`;
+  const hit = hashMemo.get(path);
+  if (hit && hit.id === id) return hit.hash;
+  const hash = await hashFile(path);
+  hashMemo.set(path, { id, hash });
+  return hash;
+}
+
 /**
  * Ensures the agent disk exists and returns it: `<images>/.agents/<hash>.erofs`,
  * where hash is over the content of every file on it (node, its libraries
@@ -91,7 +104,7 @@ export async function ensureAgentDisk(imagesDir: string, opts: AgentDiskOptions 
   if (!(await exists(o.tini))) throw new SandforgeError('internal', `${o.tini} not found; install it with \`apt-get install tini\``);
 
   const files = await collectInputs(o);
-  const hashes = await Promise.all(files.map(async (f) => [f.dest, f.mode, await hashFile(f.src)] as const));
+  const hashes = await Promise.all(files.map(async (f) => [f.dest, f.mode, await hashFileMemo(f.src)] as const));
   const hash = hashInputs({ what: 'agent-disk', v: BUILDER_VERSION, files: hashes });
   const dir = agentsDir(imagesDir);
   const path = join(dir, `${hash}.erofs`);

@@ -53,7 +53,7 @@ export class QmpClient extends EventEmitter {
         return client;
       } catch (err) {
         lastErr = err;
-        await sleep(5);
+        await sleep(2);
       }
     }
     throw new SandforgeError('vm_failed', `QMP socket ${path} did not answer: ${String(lastErr)}`);
@@ -164,7 +164,7 @@ export class QmpClient extends EventEmitter {
       }
       if (Date.now() > deadline) throw new SandforgeError('timeout', `VM did not reach ${want} (is ${r.status})`);
       await sleep(delay);
-      delay = Math.min(delay * 2, 20);
+      delay = Math.min(delay * 2, 4);
     }
   }
 

@@ -30,6 +30,8 @@ export interface TemplateBuildState {
 export class TemplateStore {
   private readonly inflight = new Map<string, Promise<Template>>();
   readonly builds = new Map<string, TemplateBuildState>();
+  /** The agent disk depends only on this installation's files: resolved once per process. */
+  private agentDisk: Promise<{ path: string; hash: string }> | null = null;
 
   constructor(readonly opts: TemplateStoreOptions) {}
 
@@ -43,7 +45,9 @@ export class TemplateStore {
         { limit: 'memory_mb', minimum: image.manifest.min_memory_mb },
       );
     }
-    const agent = await ensureAgentDisk(this.opts.imagesDir);
+    this.agentDisk ??= ensureAgentDisk(this.opts.imagesDir);
+    this.agentDisk.catch(() => (this.agentDisk = null));
+    const agent = await this.agentDisk;
     const files = image.manifest.files;
     return {
       shape,

@@ -1,0 +1,193 @@
+/**
+ * Sandforge benchmark: everything measured in one run on this machine, so
+ * the ratios mean something even where absolute times are noise.
+ *
+ *   npm run bench            (needs the default image: scripts/setup.sh)
+ *
+ * Prints a table and writes bench/results/latest.json.
+ */
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client } from '../sdk/src/index.js';
+import type { SandboxHandle } from '../sdk/src/index.js';
+import { Runtime } from '../src/sandbox/local-runtime.js';
+import { makeVmDir, MicroVm, vmFiles } from '../src/vmm/microvm.js';
+import { buildQemuArgs } from '../src/vmm/qemu-args.js';
+import { QemuProcess } from '../src/vmm/qemu-process.js';
+import { QmpClient } from '../src/vmm/qmp-client.js';
+import { spareShares } from '../src/vmm/template.js';
+import { qemuProcesses, ROOT } from '../test/helpers/env.js';
+import { SupervisorProcess } from '../test/helpers/supervisor.js';
+
+const SHAPE = { image: 'default', cpus: 2, memoryMb: 1024, diskMb: 4096 };
+const N = Number(process.env.BENCH_N ?? 15);
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] ?? NaN;
+};
+const round = (x: number) => Math.round(x * 10) / 10;
+const say = (m: string) => process.stderr.write(`bench: ${m}\n`);
+
+async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
+  const t0 = performance.now();
+  const v = await fn();
+  return [performance.now() - t0, v];
+}
+
+/** QEMU alone restoring the template to paused: spawn → `paused`, nothing of Sandforge in the path. */
+async function restoreFloor(runtime: Runtime, n: number): Promise<number[]> {
+  const { template } = await runtime.templates.get(SHAPE);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const files = await makeVmDir(join(runtime.dirs.dataDir, 'vms', `bench-floor-${i}`));
+    copyFileSync(template.overlayPath, files.scratch);
+    const args = buildQemuArgs({
+      ...MicroVm.spec(template.vmOptions, template.boot, files, template.spareShares(), 'qcow2'),
+      ramFile: { path: template.ramPath, share: false },
+      incoming: true,
+    });
+    // QEMU 7.2 takes x-ignore-shared only over QMP: the minimum of driving needed to restore.
+    const t0 = performance.now();
+    const q = QemuProcess.spawn({ args, logFile: files.qemuLog, dieWithParent: true });
+    const qmp = await QmpClient.connect(files.qmpSocket, 10_000);
+    await qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    await qmp.execute('migrate-incoming', { uri: `exec:cat ${template.statePath}` });
+    await qmp.waitStatus('paused', 30_000);
+    out.push(performance.now() - t0);
+    qmp.close();
+    await q.killAndWait();
+    rmSync(files.dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+let coldBootFailures = 0;
+
+/** A cold boot to a ready agent: what a create costs without snapshots. */
+async function coldBoots(runtime: Runtime, n: number): Promise<number[]> {
+  const inputs = await runtime.templates.inputs(SHAPE);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const dir = join(runtime.dirs.dataDir, 'vms', `bench-cold-${i}`);
+    const files = { ...vmFiles(dir), scratch: join(dir, 'scratch.raw') };
+    mkdirSync(dir, { recursive: true });
+    execFileSync('truncate', ['-s', `${SHAPE.diskMb}M`, files.scratch]);
+    execFileSync('mkfs.ext4', ['-q', '-F', files.scratch]);
+    const spec = MicroVm.spec({ accel: runtime.accel.accel, cpus: SHAPE.cpus, memoryMb: SHAPE.memoryMb, dieWithParent: true }, inputs.boot, files, spareShares(dir), 'raw');
+    try {
+      const [ms, vm] = await timed(() => MicroVm.coldBoot(spec, files, { dieWithParent: true, timeoutMs: 60_000 }));
+      out.push(ms);
+      await vm.destroy();
+    } catch (err) {
+      // Early-boot hangs under TCG happen now and then; template builds retry them, and so does this.
+      say(`cold boot ${i} failed (${(err as Error).message.split('\n')[0]}); retrying`);
+      coldBootFailures++;
+      rmSync(dir, { recursive: true, force: true });
+      if (coldBootFailures > 3) throw err;
+      i--;
+    }
+  }
+  return out;
+}
+
+/** Proportional set size of a process in MiB: its fair share of pages shared with other clones. */
+function pssMb(pid: number): number {
+  const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+function rssMb(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+async function main(): Promise<void> {
+  const runtime = Runtime.create({ dieWithParent: true, onProgress: say });
+  say(`acceleration: ${runtime.accel.accel} (${runtime.accel.kvm})`);
+  say('ensuring the template (a cold boot the first time)');
+  await runtime.templates.get(SHAPE);
+
+  const sup = new SupervisorProcess();
+  await sup.start(['--destroy-on-exit', '--log-level', 'warn']);
+  const client = new Client({ baseUrl: sup.url, token: sup.token });
+  try {
+    say(`create (clone) × ${N}`);
+    const create: number[] = [];
+    const firstExec: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const [ms, sb] = await timed(() => client.create({ cpu: SHAPE.cpus, memory_mb: SHAPE.memoryMb, disk_mb: SHAPE.diskMb }));
+      create.push(ms);
+      const [fe] = await timed(() => sb.commands.run(['true']));
+      firstExec.push(fe);
+      await sb.kill();
+    }
+
+    say('exec true × 20 on one sandbox');
+    const sb = await client.create();
+    const exec: number[] = [];
+    const guestSpawn: number[] = [];
+    await sb.commands.run(['true']);
+    for (let i = 0; i < 20; i++) {
+      const [ms, r] = await timed(() => sb.commands.run(['true']));
+      exec.push(ms);
+      guestSpawn.push(r.duration_ms ?? NaN);
+    }
+    await sb.kill();
+
+    say('20 concurrent creates');
+    const conc = await Promise.allSettled(Array.from({ length: 20 }, () => timed(() => client.create())));
+    const ok = conc.filter((r): r is PromiseFulfilledResult<[number, SandboxHandle]> => r.status === 'fulfilled');
+    const concMs = ok.map((r) => r.value[0]);
+    // Let them settle, then measure idle memory of their QEMU processes.
+    await Promise.all(ok.map((r) => r.value[1].commands.run(['true'])));
+    await new Promise((r) => setTimeout(r, 2000));
+    const pids = ok.flatMap((r) => qemuProcesses(join(sup.dataDir, 'vms', r.value[1].id)));
+    const pss = pids.map(pssMb);
+    const rss = pids.map(rssMb);
+    await Promise.all(ok.map((r) => r.value[1].kill()));
+
+    say('restore floor × 10 (QEMU alone)');
+    const floor = await restoreFloor(runtime, 10);
+    say('cold boot × 2');
+    const cold = await coldBoots(runtime, 2);
+
+    const results = {
+      accel: runtime.accel.accel,
+      memory_mb: SHAPE.memoryMb,
+      cpus: SHAPE.cpus,
+      create_clone_p50_ms: round(pct(create, 50)),
+      create_clone_p95_ms: round(pct(create, 95)),
+      first_exec_after_create_p50_ms: round(pct(firstExec, 50)),
+      create_cold_p50_ms: round(pct(cold, 50)),
+      cold_boot_hangs_retried: coldBootFailures,
+      restore_floor_p50_ms: round(pct(floor, 50)),
+      concurrent_creates: ok.length,
+      concurrent_create_p95_ms: round(pct(concMs, 95)),
+      exec_true_p50_ms: round(pct(exec, 50)),
+      guest_spawn_true_p50_ms: round(pct(guestSpawn, 50)),
+      idle_rss_mb_per_sandbox: round(rss.reduce((a, b) => a + b, 0) / Math.max(1, rss.length)),
+      idle_pss_mb_per_sandbox: round(pss.reduce((a, b) => a + b, 0) / Math.max(1, pss.length)),
+      ratio_cold_over_clone: round(pct(cold, 50) / pct(create, 50)),
+      ratio_clone_over_floor: round(pct(create, 50) / pct(floor, 50)),
+      measured_at: new Date().toISOString(),
+    };
+    const table = Object.entries(results).map(([k, v]) => `${k.padEnd(34)} ${v}`).join('\n');
+    process.stdout.write(`${table}\n\n`);
+    process.stdout.write(
+      `create_clone_p50 ≤ create_cold_p50 / 20: ${results.ratio_cold_over_clone >= 20 ? 'yes' : 'NO'} (cold/clone = ${results.ratio_cold_over_clone})\n` +
+        `create_clone_p50 ≤ 2 × restore_floor_p50: ${results.ratio_clone_over_floor <= 2 ? 'yes' : 'NO'} (clone/floor = ${results.ratio_clone_over_floor})\n` +
+        `20 concurrent creates succeeded: ${ok.length}/20\n`,
+    );
+    mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+    writeFileSync(join(ROOT, 'bench/results/latest.json'), JSON.stringify(results, null, 2) + '\n');
+  } finally {
+    await sup.stop();
+    sup.removeDataDir();
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
