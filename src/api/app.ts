@@ -33,7 +33,6 @@ export async function buildApp(o: AppOptions): Promise<FastifyInstance> {
     genReqId: () => `req_${Math.random().toString(36).slice(2, 12)}`,
     // Unknown fields are rejected, not silently dropped; types are not coerced.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
-    disableRequestLogging: false,
   });
   const openapi = collectOpenApi(app);
   app.setErrorHandler(errorHandler);

@@ -20,7 +20,9 @@ export function envOption(raw: string, prev: Record<string, string> = {}): Recor
 }
 
 /** One argument with shell syntax runs under `sh -c`; several run as argv. */
-export function commandSpec(words: string[]): { argv: string[] } | { shell: string } {
+export function commandSpec(rawWords: string[]): { argv: string[] } | { shell: string } {
+  // With pass-through options commander keeps a `--` that follows a positional argument.
+  const words = rawWords[0] === '--' ? rawWords.slice(1) : rawWords;
   if (words.length === 0) throw new SandforgeError('invalid_argument', 'missing command: sandforge run [options] -- <command...>');
   if (words.length === 1 && /[\s|&;<>()$`\\"'*?~]/.test(words[0]!)) return { shell: words[0]! };
   return { argv: words };

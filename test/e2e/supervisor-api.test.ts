@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { Client } from '../../sdk/src/index.js';
 import type { SandboxHandle } from '../../sdk/src/index.js';
-import { imageSkipReason, qemuProcesses, vmLeftovers, waitFor } from '../helpers/env.js';
+import { imageSkipReason, qemuProcesses, runCli, vmLeftovers, waitFor } from '../helpers/env.js';
 import { SupervisorProcess } from '../helpers/supervisor.js';
 
 const execFileP = promisify(execFile);
@@ -77,6 +77,32 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
     assert.equal(del.body.status, 'terminated');
     assert.equal(typeof del.body.message, 'string');
     assert.deepEqual(vmLeftovers(sup.dataDir), []);
+  });
+
+  test('CLI client commands: create, ps, exec, rm (with --json)', async () => {
+    const env = { SANDFORGE_URL: sup.url, SANDFORGE_TOKEN: sup.token };
+    const created = await runCli(['create', '--json'], { env });
+    assert.equal(created.code, 0, created.stderr);
+    const id = JSON.parse(created.stdout).id as string;
+    assert.match(id, /^sb_/);
+    const ps = await runCli(['ps', '--json'], { env });
+    assert.ok((JSON.parse(ps.stdout) as { id: string }[]).some((s) => s.id === id));
+    const ex = await runCli(['exec', id, '--', 'sh', '-c', 'echo hi; exit 3'], { env });
+    assert.equal(ex.code, 3);
+    assert.equal(ex.stdout, 'hi\n');
+    const piped = await runCli(['exec', id, '--', 'wc', '-c'], { env, input: 'abcd' });
+    assert.equal(piped.stdout.trim(), '4');
+    const rm = await runCli(['rm', '--json', id], { env });
+    assert.equal(rm.code, 0, rm.stderr);
+    const gone = await runCli(['exec', id, '--', 'true'], { env });
+    assert.notEqual(gone.code, 0);
+    assert.match(gone.stderr, /terminated|not running/);
+    const bad = await runCli(['exec', 'sb_00000000000000000000', '--', 'true'], { env });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /no sandbox/);
+    const noToken = await runCli(['ps'], { env: { SANDFORGE_URL: sup.url, SANDFORGE_TOKEN: 'sf_live_wrongwrongwrongwrong' } });
+    assert.equal(noToken.code, 1);
+    assert.match(noToken.stderr, /invalid token/);
   });
 
   test('no token or a wrong token → 401 with a JSON error', async () => {
