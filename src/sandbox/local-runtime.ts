@@ -1,8 +1,9 @@
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveDataDir, resolveImagesDir } from '../config/paths.js';
 import { detectAccel, type AccelReport } from '../vmm/accel.js';
 import { makeVmDir, MicroVm } from '../vmm/microvm.js';
+import { pidAlive } from '../vmm/qemu-process.js';
 import { TemplateStore } from '../vmm/template-store.js';
 import type { Template, TemplateShape } from '../vmm/template.js';
 import { newSandboxId } from '../shared/ids.js';
@@ -12,13 +13,16 @@ export interface RuntimeDirs {
   imagesDir: string;
   dataDir: string;
   templatesDir: string;
+  /** VMs of the supervisor's sandboxes. */
   vmsDir: string;
+  /** VMs of one-shot `sandforge run`s, named `<owner pid>-<id>` so a later run can sweep a killed one's files. */
+  runsDir: string;
 }
 
 export function runtimeDirs(opts: { images?: string; data?: string }): RuntimeDirs {
   const imagesDir = resolveImagesDir(opts.images);
   const dataDir = resolveDataDir(imagesDir, opts.data);
-  return { imagesDir, dataDir, templatesDir: join(dataDir, 'templates'), vmsDir: join(dataDir, 'vms') };
+  return { imagesDir, dataDir, templatesDir: join(dataDir, 'templates'), vmsDir: join(dataDir, 'vms'), runsDir: join(dataDir, 'runs') };
 }
 
 /**
@@ -51,10 +55,11 @@ export class Runtime {
   async startSandbox(
     shape: TemplateShape,
     id = newSandboxId(),
+    vmDir = join(this.dirs.vmsDir, id),
   ): Promise<{ id: string; vm: MicroVm; template: Template; built: boolean; createMs: number }> {
     const t0 = performance.now();
     const { template, built } = await this.templates.get(shape);
-    const files = await makeVmDir(join(this.dirs.vmsDir, id));
+    const files = await makeVmDir(vmDir);
     try {
       const vm = await MicroVm.restore(template, files, {
         dieWithParent: this.dieWithParent,
@@ -66,5 +71,20 @@ export class Runtime {
       await rm(files.dir, { recursive: true, force: true });
       throw err;
     }
+  }
+}
+
+/** Removes VM dirs of `sandforge run`s whose process is gone (killed with -9: QEMU died with it, files stayed). */
+export async function sweepRuns(runsDir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(runsDir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const pid = Number(name.split('-')[0]);
+    if (pid === process.pid || pidAlive(pid)) continue;
+    await rm(join(runsDir, name), { recursive: true, force: true });
   }
 }

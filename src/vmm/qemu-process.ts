@@ -99,3 +99,14 @@ function isQemuWithMarker(pid: number, marker: string): boolean {
     return false;
   }
 }
+
+/** True if a process with this pid exists (EPERM: it exists but is not ours). */
+export function pidAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -4,6 +4,7 @@ import { ensureAgentDisk } from '../image/agent-disk.js';
 import { loadImage } from '../image/store.js';
 import { SandforgeError } from '../shared/errors.js';
 import type { Accel } from './accel.js';
+import { pidAlive } from './qemu-process.js';
 import { buildTemplate, loadTemplate, templateKey, type Template, type TemplateInputs, type TemplateShape } from './template.js';
 
 export interface TemplateStoreOptions {
@@ -98,15 +99,5 @@ export class TemplateStore {
     await Promise.all(
       names.filter((n) => n.startsWith('.build-') && !pidAlive(Number(n.split('-')[2]))).map((n) => rm(join(this.opts.templatesDir, n), { recursive: true, force: true })),
     );
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

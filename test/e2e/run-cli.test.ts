@@ -11,7 +11,7 @@ const skip = imageSkipReason();
 describe('sandforge run', { skip }, () => {
   const assertClean = async () => {
     // A VM's files and process go away with the run; allow a moment for the kernel to reap.
-    await waitFor('no VM leftovers', () => vmLeftovers(SHARED_DATA_DIR).length === 0 && qemuProcesses(`${SHARED_DATA_DIR}/vms/`).length === 0, 10_000);
+    await waitFor('no VM leftovers', () => vmLeftovers(SHARED_DATA_DIR, 'runs').length === 0 && qemuProcesses(`${SHARED_DATA_DIR}/runs/`).length === 0, 10_000);
   };
 
   before(async () => {
@@ -82,6 +82,19 @@ describe('sandforge run', { skip }, () => {
     const r = await p;
     assert.ok(child);
     assert.equal(r.code, 130, r.stderr);
+    await assertClean();
+  });
+
+  test('kill -9 of sandforge run takes QEMU with it; the next run sweeps the files', async () => {
+    const p = runCli(['run', '--', 'sh', '-c', 'echo ready; sleep 100'], {
+      onSpawn: (c) => c.stdout!.on('data', (b: Buffer) => b.toString().includes('ready') && c.kill('SIGKILL')),
+    });
+    const r = await p;
+    assert.equal(r.signal, 'SIGKILL');
+    await waitFor('QEMU to die with its parent', () => qemuProcesses(`${SHARED_DATA_DIR}/runs/`).length === 0, 10_000);
+    assert.equal(vmLeftovers(SHARED_DATA_DIR, 'runs').length, 1, 'the killed run could not clean up its own files');
+    const next = await runCli(['run', '--', 'true']);
+    assert.equal(next.code, 0, next.stderr);
     await assertClean();
   });
 

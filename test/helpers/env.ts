@@ -75,9 +75,9 @@ export function qemuProcesses(marker: string): number[] {
   return pids;
 }
 
-/** What a data dir still holds under vms/: must be nothing once every sandbox is gone. */
-export function vmLeftovers(dataDir: string): string[] {
-  const vms = join(dataDir, 'vms');
+/** What a data dir still holds under vms/ (or runs/): must be nothing once every sandbox is gone. */
+export function vmLeftovers(dataDir: string, sub: 'vms' | 'runs' = 'vms'): string[] {
+  const vms = join(dataDir, sub);
   return existsSync(vms) ? readdirSync(vms) : [];
 }
 

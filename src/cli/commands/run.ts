@@ -3,7 +3,9 @@ import { constants } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_IMAGE, DEFAULT_MEMORY_MB, HOST_CPUS } from '../../config/defaults.js';
 import { SandforgeError } from '../../shared/errors.js';
-import { Runtime } from '../../sandbox/local-runtime.js';
+import { Runtime, sweepRuns } from '../../sandbox/local-runtime.js';
+import { newSandboxId } from '../../shared/ids.js';
+import { join } from 'node:path';
 import type { MicroVm } from '../../vmm/microvm.js';
 import { commandSpec, envOption, intOption } from '../parse.js';
 
@@ -54,6 +56,7 @@ async function runOnce(words: string[], o: RunOptions): Promise<number> {
     say(`using TCG (software emulation): ${runtime.accel.kvm === 'pvm' ? 'KVM here is PVM' : runtime.accel.kvm}`);
   }
   await runtime.templates.sweep();
+  await sweepRuns(runtime.dirs.runsDir);
 
   let vm: MicroVm | undefined;
   let interrupted: Promise<number> | null = null;
@@ -69,7 +72,8 @@ async function runOnce(words: string[], o: RunOptions): Promise<number> {
   for (const sig of signals) process.on(sig, onSignal);
 
   try {
-    const started = await runtime.startSandbox({ image: o.image, cpus: o.cpu, memoryMb: o.mem, diskMb: o.disk });
+    const id = newSandboxId();
+    const started = await runtime.startSandbox({ image: o.image, cpus: o.cpu, memoryMb: o.mem, diskMb: o.disk }, id, join(runtime.dirs.runsDir, `${process.pid}-${id}`));
     vm = started.vm;
     if (interrupted) return await interrupted;
     const result = await execute(vm, cmd, o).catch(async (err: unknown) => {
