@@ -2,12 +2,12 @@ import type { Command } from 'commander';
 import { resolveImagesDir } from '../../config/paths.js';
 import { runChecks } from '../../doctor/checks.js';
 
-const MARK = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' } as const;
+const MARK = { ok: 'ok  ', info: 'info', warn: 'warn', fail: 'FAIL' } as const;
 
 export function registerDoctorCommand(program: Command): void {
   program
     .command('doctor')
-    .description('check what this host offers (KVM / PVM / TCG, QEMU, images, permissions, disk) and what to fix')
+    .description('check what this host offers (KVM / PVM / TCG, QEMU, images, permissions, disk, kvm group, service unit, nginx site) and what to fix')
     .option('--images <dir>', 'images directory')
     .option('--accel <mode>', 'accelerator to evaluate: auto, kvm or tcg')
     .option('--json', 'print JSON')
