@@ -2,6 +2,7 @@
 import { createServer, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { ROUTES } from '../src/shared/protocol.js';
 import { AgentContext, type AgentOptions } from './context.js';
+import { startSystemHelper } from './services/system-setup.js';
 import { handleExec } from './handlers/exec.js';
 import { fileRoutes } from './handlers/files.js';
 import { healthRoute, initRoute, prepareSnapshotRoute } from './handlers/system.js';
@@ -30,6 +31,8 @@ export interface AgentServer {
 
 export function createAgentServer(options: AgentOptions): AgentServer {
   const ctx = new AgentContext(options);
+  // Started now, during the template's cold boot, so every clone has it resident (no per-clone python start).
+  startSystemHelper(ctx);
   const server = createServer({ settings: { initialWindowSize: STREAM_WINDOW_BYTES } });
   const sessions = new Set<import('node:http2').ServerHttp2Session>();
 

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { SandforgeApiError } from '../../sdk/src/errors.js';
 import { SandforgeError } from '../shared/errors.js';
 import { VERSION } from '../shared/version.js';
+import { registerAuditCommand } from './commands/audit.js';
 import { registerCreateCommand } from './commands/create.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerExecCommand } from './commands/exec.js';
@@ -10,6 +11,7 @@ import { registerPsCommand } from './commands/ps.js';
 import { registerRmCommand } from './commands/rm.js';
 import { registerRunCommand } from './commands/run.js';
 import { registerSupervisorCommand } from './commands/supervisor.js';
+import { registerWebhooksCommands } from './commands/webhooks.js';
 
 const program = new Command();
 program
@@ -28,6 +30,8 @@ registerCreateCommand(program);
 registerPsCommand(program);
 registerExecCommand(program);
 registerRmCommand(program);
+registerWebhooksCommands(program);
+registerAuditCommand(program);
 
 function fail(err: unknown): never {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);

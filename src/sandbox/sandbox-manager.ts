@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_IMAGE, DEFAULT_MEMORY_MB } from '../config/defaults.js';
 import type { CreateSandboxRequest, DeleteResult, ExecuteRequest, ExecuteResult, Sandbox } from '../shared/api-types.js';
-import { SandforgeError } from '../shared/errors.js';
+import { SandforgeError, toSandforgeError } from '../shared/errors.js';
+import { noopHub, type EventHub } from '../events/event-hub.js';
+import { redactEnv, redactText } from '../events/redact.js';
 import { isSandboxId, newSandboxId } from '../shared/ids.js';
 import type { ExecSpec } from '../shared/protocol.js';
 import type { AgentClient, ExecHandle } from '../agent-client/index.js';
@@ -23,6 +25,17 @@ export interface ManagerOptions {
   store: SandboxStore;
   limits: Limits;
   log: Logger;
+  /** Outbox and audit log; events commit in the same transaction as the state change. */
+  events?: EventHub;
+}
+
+/** What the audit log and task.timeout need about a command, kept beside its spec. */
+interface CommandInfo {
+  command: string | string[];
+  env: Record<string, string> | undefined;
+  secretKeys: Record<string, string> | undefined;
+  secrets: string[];
+  limitSeconds: number;
 }
 
 export type ExecHandlers = {
@@ -40,6 +53,10 @@ export class SandboxManager {
   private readonly live = new Map<string, MicroVm>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly destroying = new Set<string>();
+  /** Create-time secret env, in memory only: lost on a supervisor restart (documented). */
+  private readonly secretEnv = new Map<string, Record<string, string>>();
+  private readonly commandInfo = new WeakMap<ExecSpec, CommandInfo>();
+  private readonly ev: Pick<EventHub, 'tx' | 'emit' | 'audit'>;
   readonly counters: Record<string, number> = {
     sandboxes_created: 0,
     sandboxes_destroyed: 0,
@@ -50,7 +67,9 @@ export class SandboxManager {
     limit_refusals: 0,
   };
 
-  constructor(private readonly o: ManagerOptions) {}
+  constructor(private readonly o: ManagerOptions) {
+    this.ev = o.events ?? noopHub();
+  }
 
   get limits(): Limits {
     return this.o.limits;
@@ -71,7 +90,10 @@ export class SandboxManager {
         if (row.qemu_pid) killQuietly(row.qemu_pid, row.vm_dir);
         if (row.vm_dir) await rm(row.vm_dir, { recursive: true, force: true });
         const message = row.status === 'creating' ? 'supervisor stopped while the sandbox was being created' : 'VM died while the supervisor was down';
-        this.o.store.update(row.id, { status: 'failed', message, ended_at: new Date().toISOString(), qemu_pid: null });
+        this.ev.tx(() => {
+          this.o.store.update(row.id, { status: 'failed', message, ended_at: new Date().toISOString(), qemu_pid: null });
+          this.ev.emit('sandbox.failed', row.id, { message });
+        });
         this.counters.sandboxes_failed!++;
         log.warn(message);
       }
@@ -79,21 +101,31 @@ export class SandboxManager {
   }
 
   async create(req: CreateSandboxRequest): Promise<Sandbox> {
+    const startedAt = Date.now();
+    const what = createDetail(req);
+    /** A refusal by policy or limits: audited, and announced as security.violation. */
+    const refuse = (e: SandforgeError, policy: string): SandforgeError => {
+      this.ev.tx(() => {
+        this.ev.emit('security.violation', null, { action: 'sandbox.create', policy, code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) });
+        this.ev.audit({ kind: 'sandbox.create', sandbox_id: null, startedAt, detail: what, error_code: e.code });
+      });
+      return e;
+    };
     try {
       checkCreateLimits(req, this.o.limits);
     } catch (err) {
       this.counters.limit_refusals!++;
-      throw err;
+      throw refuse(toSandforgeError(err), 'limits');
     }
     if (req.network && req.network !== 'offline') {
-      throw new SandforgeError('not_implemented', `network mode "${req.network}" is not available yet: only "offline" is supported`);
+      throw refuse(new SandforgeError('not_implemented', `network mode "${req.network}" is not available yet: only "offline" is supported`), 'network');
     }
     if (req.mounts && req.mounts.length > 0) {
-      throw new SandforgeError('not_implemented', 'host mounts are not available yet');
+      throw refuse(new SandforgeError('not_implemented', 'host mounts are not available yet'), 'mounts');
     }
     if (this.live.size >= this.o.limits.maxSandboxes) {
       this.counters.limit_refusals!++;
-      throw new SandforgeError('capacity_exhausted', `the server runs its maximum of ${this.o.limits.maxSandboxes} sandboxes (--max-sandboxes)`);
+      throw refuse(new SandforgeError('capacity_exhausted', `the server runs its maximum of ${this.o.limits.maxSandboxes} sandboxes (--max-sandboxes)`), 'capacity');
     }
     const id = newSandboxId();
     const now = new Date();
@@ -116,12 +148,20 @@ export class SandboxManager {
       message: null,
       ended_at: null,
     };
-    this.o.store.insert(row);
+    this.ev.tx(() => {
+      this.o.store.insert(row);
+      this.ev.emit('sandbox.created', id, { image: row.image, cpu: row.cpu, memory_mb: row.memory_mb, disk_mb: row.disk_mb, network: row.network });
+    });
+    if (req.secret_env && Object.keys(req.secret_env).length) this.secretEnv.set(id, { ...req.secret_env });
     const log = this.o.log.child({ sandbox_id: id });
     try {
       const s = await this.o.runtime.startSandbox({ image: row.image, cpus: row.cpu, memoryMb: row.memory_mb, diskMb: row.disk_mb }, id);
       const start = { mode: s.built ? ('template_built' as const) : ('clone' as const), template: s.template.meta.key, create_ms: Math.round(s.createMs * 10) / 10 };
-      this.o.store.update(id, { status: 'running', qemu_pid: s.vm.pid, template_key: s.template.meta.key, start });
+      this.ev.tx(() => {
+        this.o.store.update(id, { status: 'running', qemu_pid: s.vm.pid, template_key: s.template.meta.key, start });
+        this.ev.emit('sandbox.started', id, { mode: start.mode, create_ms: start.create_ms });
+        this.ev.audit({ kind: 'sandbox.create', sandbox_id: id, startedAt, detail: what });
+      });
       this.track(id, s.vm);
       this.schedule({ ...row, status: 'running' });
       s.vm.ready.catch((err: Error) => {
@@ -133,7 +173,12 @@ export class SandboxManager {
       return this.get(id);
     } catch (err) {
       const e = err instanceof SandforgeError ? err : new SandforgeError('vm_failed', (err as Error).message);
-      this.o.store.update(id, { status: 'failed', message: e.message, ended_at: new Date().toISOString() });
+      this.secretEnv.delete(id);
+      this.ev.tx(() => {
+        this.o.store.update(id, { status: 'failed', message: e.message, ended_at: new Date().toISOString() });
+        this.ev.emit('sandbox.failed', id, { message: e.message, code: e.code });
+        this.ev.audit({ kind: 'sandbox.create', sandbox_id: id, startedAt, detail: what, error_code: e.code });
+      });
       this.counters.sandboxes_failed!++;
       log.error({ err: e.message }, 'sandbox create failed');
       throw e;
@@ -166,17 +211,35 @@ export class SandboxManager {
 
   /** Builds the agent's exec spec from an API request, merging the sandbox's env. */
   execSpec(id: string, req: Omit<ExecuteRequest, 'stdin'> & { stdin?: boolean; pty?: { rows: number; cols: number } }): ExecSpec {
-    const row = this.row(id);
     const timeoutS = req.timeout_seconds ?? DEFAULT_EXEC_TIMEOUT_SECONDS;
+    const createSecrets = this.secretEnv.get(id);
+    const secrets = [...Object.values(createSecrets ?? {}), ...Object.values(req.secret_env ?? {})];
+    const info: CommandInfo = {
+      command: typeof req.command === 'string' ? redactText(req.command, secrets) : req.command.map((a) => redactText(a, secrets)),
+      env: req.env ? Object.fromEntries(Object.entries(req.env).map(([k, v]) => [k, redactText(v, secrets)])) : undefined,
+      secretKeys: redactEnv(req.secret_env),
+      secrets,
+      limitSeconds: timeoutS,
+    };
+    let row: SandboxRow;
+    try {
+      row = this.row(id);
+      this.vm(id);
+    } catch (err) {
+      const e = toSandforgeError(err);
+      this.ev.tx(() => this.ev.audit({ kind: 'sandbox.execute', sandbox_id: isSandboxId(id) ? id : null, startedAt: Date.now(), detail: commandDetail(info), error_code: e.code }));
+      throw e;
+    }
     const spec: ExecSpec = {
       ...(typeof req.command === 'string' ? { shell: req.command } : { argv: req.command }),
-      env: { ...row.env, ...(req.env ?? {}) },
+      env: { ...row.env, ...(createSecrets ?? {}), ...(req.env ?? {}), ...(req.secret_env ?? {}) },
       timeout_ms: Math.max(1, Math.round(timeoutS * 1000)),
       stdin: req.stdin ?? false,
     };
     if (req.cwd) spec.cwd = req.cwd;
     if (req.user) spec.user = req.user;
     if (req.pty) spec.pty = req.pty;
+    this.commandInfo.set(spec, info);
     return spec;
   }
 
@@ -187,11 +250,33 @@ export class SandboxManager {
 
   /** Starts a streaming command; the caller drives stdin/signals on the handle. */
   async stream(id: string, spec: ExecSpec, handlers: ExecHandlers): Promise<ExecHandle> {
-    const agent = await this.agent(id);
+    const startedAt = Date.now();
+    const info = this.commandInfo.get(spec);
+    const audit = (r: { error_code?: string; exit_code?: number | null; timed_out?: boolean }) => {
+      if (!info) return;
+      const detail = { ...commandDetail(info), ...(r.timed_out ? { timed_out: true } : {}) };
+      this.ev.tx(() => {
+        this.ev.audit({ kind: 'sandbox.execute', sandbox_id: id, startedAt, detail, error_code: r.error_code ?? null, exit_code: r.exit_code ?? null });
+        if (r.timed_out) {
+          this.ev.emit('task.timeout', id, { command: info.command, limit_seconds: info.limitSeconds, duration_ms: Date.now() - startedAt });
+        }
+      });
+    };
+    let agent: AgentClient;
+    try {
+      agent = await this.agent(id);
+    } catch (err) {
+      audit({ error_code: toSandforgeError(err).code });
+      throw err;
+    }
     this.counters.commands_executed!++;
     const { onStarted, ...output } = handlers;
     const h = agent.exec(spec, output);
     if (onStarted) h.started.then(onStarted, () => undefined);
+    this.whileAlive(id, h.wait()).then(
+      (x) => audit({ exit_code: x.exit_code, timed_out: x.timed_out }),
+      (err) => audit({ error_code: toSandforgeError(err).code }),
+    );
     return h;
   }
 
@@ -227,9 +312,19 @@ export class SandboxManager {
     return Promise.race([p, died]);
   }
 
-  async destroy(id: string, reason = 'destroyed on request'): Promise<DeleteResult> {
-    const row = this.row(id);
+  async destroy(id: string, reason = 'destroyed on request', actor?: string): Promise<DeleteResult> {
+    const startedAt = Date.now();
+    const audit = (detail: Record<string, unknown>, error_code?: string) =>
+      this.ev.tx(() => this.ev.audit({ kind: 'sandbox.destroy', sandbox_id: isSandboxId(id) ? id : null, startedAt, detail: { reason, ...detail }, error_code: error_code ?? null, ...(actor ? { actor } : {}) }));
+    let row: SandboxRow;
+    try {
+      row = this.row(id);
+    } catch (err) {
+      audit({}, toSandforgeError(err).code);
+      throw err;
+    }
     if (row.status === 'terminated' || row.status === 'failed') {
+      audit({ already: row.status });
       return { id, status: 'terminated', message: `sandbox was already ${row.status}` };
     }
     this.destroying.add(id);
@@ -240,7 +335,12 @@ export class SandboxManager {
       this.timers.delete(id);
       if (vm) await vm.destroy();
       else if (row.vm_dir) await rm(row.vm_dir, { recursive: true, force: true });
-      this.o.store.update(id, { status: 'terminated', message: reason, ended_at: new Date().toISOString(), qemu_pid: null });
+      this.secretEnv.delete(id);
+      this.ev.tx(() => {
+        this.o.store.update(id, { status: 'terminated', message: reason, ended_at: new Date().toISOString(), qemu_pid: null });
+        this.ev.emit('sandbox.destroyed', id, { reason });
+        this.ev.audit({ kind: 'sandbox.destroy', sandbox_id: id, startedAt, detail: { reason }, ...(actor ? { actor } : {}) });
+      });
       this.counters.sandboxes_destroyed!++;
       this.o.log.info({ sandbox_id: id, reason }, 'sandbox destroyed');
       return { id, status: 'terminated', message: `sandbox ${reason}` };
@@ -254,7 +354,7 @@ export class SandboxManager {
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     if (opts.destroy) {
-      await Promise.all([...this.live.keys()].map((id) => this.destroy(id, 'destroyed at supervisor exit').catch(() => undefined)));
+      await Promise.all([...this.live.keys()].map((id) => this.destroy(id, 'destroyed at supervisor exit', 'system').catch(() => undefined)));
     } else {
       for (const vm of this.live.values()) vm.detach();
       this.live.clear();
@@ -276,7 +376,11 @@ export class SandboxManager {
     this.live.delete(id);
     clearTimeout(this.timers.get(id));
     await vm.destroy();
-    this.o.store.update(id, { status: 'failed', message, ended_at: new Date().toISOString(), qemu_pid: null });
+    this.secretEnv.delete(id);
+    this.ev.tx(() => {
+      this.o.store.update(id, { status: 'failed', message, ended_at: new Date().toISOString(), qemu_pid: null });
+      this.ev.emit('sandbox.failed', id, { message });
+    });
     this.counters.sandboxes_failed!++;
     this.o.log.warn({ sandbox_id: id }, message);
   }
@@ -286,13 +390,30 @@ export class SandboxManager {
     const ms = Math.max(0, Date.parse(row.expires_at) - Date.now());
     const t = setTimeout(() => {
       this.counters.sandboxes_expired!++;
-      void this.destroy(row.id, 'expired (timeout_seconds reached)').catch((err: Error) =>
+      void this.destroy(row.id, 'expired (timeout_seconds reached)', 'system').catch((err: Error) =>
         this.o.log.error({ sandbox_id: row.id, err: err.message }, 'expiry destroy failed'),
       );
     }, ms);
     t.unref();
     this.timers.set(row.id, t);
   }
+}
+
+/** The audited "what" of a create: shape and env keys; secret values never. */
+function createDetail(req: CreateSandboxRequest): Record<string, unknown> {
+  const d: Record<string, unknown> = {};
+  for (const k of ['image', 'cpu', 'memory_mb', 'disk_mb', 'timeout_seconds', 'network', 'env', 'metadata'] as const) if (req[k] !== undefined) d[k] = req[k];
+  if (req.mounts?.length) d.mounts = req.mounts;
+  if (req.secret_env) d.secret_env = redactEnv(req.secret_env);
+  return d;
+}
+
+function commandDetail(i: CommandInfo): Record<string, unknown> {
+  const d: Record<string, unknown> = typeof i.command === 'string' ? { shell: i.command } : { argv: i.command };
+  if (i.env) d.env = i.env;
+  if (i.secretKeys) d.secret_env = i.secretKeys;
+  d.timeout_seconds = i.limitSeconds;
+  return d;
 }
 
 function toPublic(r: SandboxRow): Sandbox {

@@ -27,6 +27,11 @@ export const EnvMap = Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]
   description: 'environment variables',
 });
 
+export const SecretEnvMap = Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 256 }), Str(65536), {
+  description:
+    'environment variables whose values are secrets: merged like env, but never logged, audited, sent in webhooks or written to disk by the supervisor',
+});
+
 export const CreateSandboxRequest = Type.Object(
   {
     image: Type.Optional(Str(64, { pattern: '^[a-z0-9][a-z0-9._-]*$', description: 'image name (default "default")' })),
@@ -37,6 +42,7 @@ export const CreateSandboxRequest = Type.Object(
       Type.Integer({ minimum: 1, maximum: 7 * 24 * 3600, description: 'sandbox lifetime; destroyed when it ends' }),
     ),
     env: Type.Optional(EnvMap),
+    secret_env: Type.Optional(SecretEnvMap),
     metadata: Type.Optional(Type.Record(Str(64), Str(1024))),
     network: Type.Optional(NetworkMode),
     mounts: Type.Optional(Type.Array(MountSpec, { maxItems: 4 })),
@@ -83,6 +89,7 @@ export const ExecuteRequest = Type.Object(
     }),
     timeout_seconds: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 86400, description: 'default 300' })),
     env: Type.Optional(EnvMap),
+    secret_env: Type.Optional(SecretEnvMap),
     cwd: Type.Optional(Str(4096)),
     user: Type.Optional(Str(64)),
     stdin: Type.Optional(Str(10 * 1024 * 1024, { description: 'text fed to the command on stdin' })),
@@ -140,6 +147,7 @@ export type StreamClientMessage =
       type: 'start';
       command: string | string[];
       env?: Record<string, string>;
+      secret_env?: Record<string, string>;
       cwd?: string;
       user?: string;
       timeout_seconds?: number;
@@ -162,6 +170,7 @@ export const StreamStart = Type.Object(
     type: Type.Literal('start'),
     command: ExecuteRequest.properties.command,
     env: Type.Optional(EnvMap),
+    secret_env: Type.Optional(SecretEnvMap),
     cwd: Type.Optional(Str(4096)),
     user: Type.Optional(Str(64)),
     timeout_seconds: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 86400 })),
@@ -192,3 +201,94 @@ export const InfoResponse = Type.Object({
   counters: Type.Record(Type.String(), Type.Integer()),
 });
 export type InfoResponse = Static<typeof InfoResponse>;
+
+/** Webhook / SSE event types. */
+export const EVENT_TYPES = [
+  'sandbox.created',
+  'sandbox.started',
+  'sandbox.destroyed',
+  'sandbox.failed',
+  'task.timeout',
+  'security.violation',
+] as const;
+export const EventType = Type.Union(EVENT_TYPES.map((t) => Type.Literal(t)));
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** The body of a webhook delivery and the `data:` of an SSE event (compact JSON on the wire). */
+export interface EventBody {
+  event: EventType;
+  /** `evt_…`; the same on every retry of this event. */
+  id: string;
+  timestamp: string;
+  data: { sandbox_id: string | null; sequence: number } & Record<string, unknown>;
+}
+
+export const WebhookDeliveryStatus = Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('dead')]);
+export type WebhookDeliveryStatus = Static<typeof WebhookDeliveryStatus>;
+
+export const WebhookDelivery = Type.Object({
+  id: Type.String(),
+  event_id: Type.String(),
+  event: EventType,
+  endpoint: Type.String(),
+  url: Type.String(),
+  status: WebhookDeliveryStatus,
+  attempts: Type.Integer(),
+  max_attempts: Type.Integer(),
+  next_attempt_at: Type.Union([Type.String(), Type.Null()]),
+  last_status: Type.Union([Type.Integer(), Type.Null()]),
+  last_error: Type.Union([Type.String(), Type.Null()]),
+  created_at: Type.String(),
+  delivered_at: Type.Union([Type.String(), Type.Null()]),
+});
+export type WebhookDelivery = Static<typeof WebhookDelivery>;
+
+export const DeliveryListQuery = Type.Object(
+  {
+    status: Type.Optional(WebhookDeliveryStatus),
+    cursor: Type.Optional(Str(20, { pattern: '^[0-9]+$' })),
+    limit: Type.Optional(Str(4, { pattern: '^[0-9]+$', description: '1..500, default 100' })),
+  },
+  { additionalProperties: false },
+);
+export type DeliveryListQuery = Static<typeof DeliveryListQuery>;
+
+export const DeliveryList = Type.Object({ deliveries: Type.Array(WebhookDelivery), next_cursor: Type.Union([Type.String(), Type.Null()]) });
+
+export const AuditKind = Type.Union([
+  Type.Literal('sandbox.create'),
+  Type.Literal('sandbox.execute'),
+  Type.Literal('sandbox.destroy'),
+  Type.Literal('file.write'),
+]);
+export type AuditKind = Static<typeof AuditKind>;
+
+export const AuditEntry = Type.Object({
+  id: Type.Integer(),
+  at: Type.String({ description: 'when the action started' }),
+  actor: Type.String({ description: 'tok_… id of the API token (never the token), or "system"' }),
+  kind: AuditKind,
+  sandbox_id: Type.Union([Type.String(), Type.Null()]),
+  request_id: Type.Union([Type.String(), Type.Null()]),
+  detail: Type.Record(Type.String(), Type.Unknown(), { description: 'what: command, env (secret values redacted), path…' }),
+  outcome: Type.Union([Type.Literal('ok'), Type.Literal('error')]),
+  error_code: Type.Union([Type.String(), Type.Null()]),
+  exit_code: Type.Union([Type.Integer(), Type.Null()]),
+  duration_ms: Type.Union([Type.Number(), Type.Null()]),
+});
+export type AuditEntry = Static<typeof AuditEntry>;
+
+export const AuditQuery = Type.Object(
+  {
+    sandbox_id: Type.Optional(Str(64)),
+    kind: Type.Optional(AuditKind),
+    since: Type.Optional(Str(40, { description: 'ISO time, inclusive' })),
+    until: Type.Optional(Str(40, { description: 'ISO time, exclusive' })),
+    cursor: Type.Optional(Str(20, { pattern: '^[0-9]+$' })),
+    limit: Type.Optional(Str(4, { pattern: '^[0-9]+$', description: '1..500, default 100' })),
+  },
+  { additionalProperties: false },
+);
+export type AuditQuery = Static<typeof AuditQuery>;
+
+export const AuditList = Type.Object({ entries: Type.Array(AuditEntry), next_cursor: Type.Union([Type.String(), Type.Null()]) });

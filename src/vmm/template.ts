@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, realpath, rename, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SandforgeError } from '../shared/errors.js';
@@ -115,6 +115,9 @@ export async function buildTemplate(
   opts: { dieWithParent: boolean; onProgress?: TemplateProgress; bootTimeoutMs?: number },
 ): Promise<Template> {
   const key = templateKey(inputs);
+  // The overlay records its backing file's absolute path: resolve symlinks so it outlives them.
+  await mkdir(templatesDir, { recursive: true });
+  templatesDir = await realpath(templatesDir);
   const finalDir = join(templatesDir, key);
   const tmp = join(templatesDir, `.build-${key}-${process.pid}-${randomBytes(4).toString('hex')}`);
   const started = Date.now();

@@ -107,7 +107,7 @@ describe('system helper protocol (python, dry-run)', { skip }, () => {
       withT({ hostname: 7 }),
       'x'.repeat(70_000),
     ];
-    const good = withT({ id: 99, entropy_b64: randomBytes(4096).toString('base64'), hostname: `${'a'.repeat(63)}.b` });
+    const good = withT({ id: 99, entropy_b64: randomBytes(4096).toString('base64'), hostname: `${'a'.repeat(61)}.bc` });
     const out = await rawSession([...bad, good]);
     assert.equal(out.length, 1 + bad.length + 1);
     for (const [i, r] of out.slice(1, -1).entries()) {

@@ -9,6 +9,11 @@ import { defaultLimits, type Limits } from '../../sandbox/limits.js';
 import { SandboxManager } from '../../sandbox/sandbox-manager.js';
 import { SandforgeError } from '../../shared/errors.js';
 import { SandboxStore } from '../../store/sandbox-store.js';
+import { EventStore } from '../../store/event-store.js';
+import { EventHub } from '../../events/event-hub.js';
+import { DEFAULT_WEBHOOK_TUNING, loadWebhookEndpoints, type WebhookTuning } from '../../events/webhook-config.js';
+import { WebhookWorker } from '../../events/webhook-worker.js';
+import { tokenId } from '../../api/auth.js';
 import { intOption } from '../parse.js';
 
 interface SupervisorOptions {
@@ -27,7 +32,21 @@ interface SupervisorOptions {
   maxTimeoutSeconds?: number;
   trustProxy: string[];
   logLevel: string;
+  webhookUrl: string[];
+  webhookSecret?: string;
+  webhookSecretFile?: string;
+  webhooksConfig?: string;
+  webhookMaxAttempts: number;
+  webhookBackoffMs: number;
+  webhookBackoffMaxMs: number;
+  webhookTimeoutMs: number;
+  webhookConcurrency: number;
+  auditRetentionDays: number;
+  eventRetentionDays: number;
 }
+
+/** How often audit rows and settled events past their retention are pruned. */
+const PRUNE_INTERVAL_MS = 3600_000;
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 
@@ -74,6 +93,17 @@ export function registerSupervisorCommand(program: Command): void {
     .option('--max-sandboxes <n>', 'most sandboxes at once', intOption('--max-sandboxes', 1, 100000))
     .option('--max-timeout-seconds <s>', 'longest sandbox lifetime', intOption('--max-timeout-seconds', 1, 7 * 86400))
     .option('--trust-proxy <addr>', 'believe X-Forwarded-For from this proxy address (repeatable)', (v: string, p: string[]) => [...p, v], [])
+    .option('--webhook-url <url>', 'POST signed events to this URL (repeatable; else $SANDFORGE_WEBHOOK_URL, comma-separated)', (v: string, p: string[]) => [...p, v], [])
+    .option('--webhook-secret <secret>', 'signing secret for --webhook-url (prefer $SANDFORGE_WEBHOOK_SECRET or --webhook-secret-file: argv is visible to other users)')
+    .option('--webhook-secret-file <path>', 'read the signing secret for --webhook-url from this file')
+    .option('--webhooks-config <file>', 'JSON {"endpoints":[{"name","url","secret"|"secret_file","events":["sandbox.*"],"max_attempts"}]}')
+    .option('--webhook-max-attempts <n>', 'attempts before a delivery is dead-lettered', intOption('--webhook-max-attempts', 1, 1000), DEFAULT_WEBHOOK_TUNING.maxAttempts)
+    .option('--webhook-backoff-ms <ms>', 'first retry delay; doubles per attempt, with jitter', intOption('--webhook-backoff-ms', 1, 3600_000), DEFAULT_WEBHOOK_TUNING.backoffMs)
+    .option('--webhook-backoff-max-ms <ms>', 'largest retry delay', intOption('--webhook-backoff-max-ms', 1, 24 * 3600_000), DEFAULT_WEBHOOK_TUNING.backoffMaxMs)
+    .option('--webhook-timeout-ms <ms>', 'per-delivery request timeout', intOption('--webhook-timeout-ms', 100, 600_000), DEFAULT_WEBHOOK_TUNING.timeoutMs)
+    .option('--webhook-concurrency <n>', 'deliveries in flight at once', intOption('--webhook-concurrency', 1, 256), DEFAULT_WEBHOOK_TUNING.concurrency)
+    .option('--audit-retention-days <days>', 'keep audit rows this long (pruned hourly)', intOption('--audit-retention-days', 1, 36500), 30)
+    .option('--event-retention-days <days>', 'keep settled outbox events this long (pending ones are always kept)', intOption('--event-retention-days', 1, 36500), 7)
     .option('--log-level <level>', 'pino log level', process.env.SANDFORGE_LOG_LEVEL ?? 'info')
     .action(async (o: SupervisorOptions) => {
       await runSupervisor(o);
@@ -95,10 +125,31 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
     maxSandboxes: o.maxSandboxes ?? d.maxSandboxes,
     maxTimeoutSeconds: o.maxTimeoutSeconds ?? d.maxTimeoutSeconds,
   };
+  const tuning: WebhookTuning = {
+    maxAttempts: o.webhookMaxAttempts,
+    backoffMs: o.webhookBackoffMs,
+    backoffMaxMs: Math.max(o.webhookBackoffMaxMs, o.webhookBackoffMs),
+    timeoutMs: o.webhookTimeoutMs,
+    concurrency: o.webhookConcurrency,
+  };
+  const endpoints = loadWebhookEndpoints(o, tuning);
   const store = new SandboxStore(join(runtime.dirs.dataDir, 'sandforge.db'));
-  const manager = new SandboxManager({ runtime, store, limits, log });
+  const eventStore = new EventStore(store.db);
+  const events = new EventHub(eventStore, store.db, endpoints, token ? tokenId(token) : 'anonymous');
+  const worker = new WebhookWorker(eventStore, events, endpoints, tuning, log.child({ component: 'webhooks' }));
+  const manager = new SandboxManager({ runtime, store, limits, log, events });
   await manager.start();
-  const app = await buildApp({ manager, runtime, token, logger: log, trustProxy: o.trustProxy });
+  worker.start(); // resumes every delivery left pending by the previous run (a crash included)
+  if (endpoints.length) log.info({ endpoints: endpoints.map((e) => e.url) }, 'webhooks enabled');
+  const prune = () => {
+    const day = 86400_000;
+    const r = eventStore.prune(new Date(Date.now() - o.auditRetentionDays * day).toISOString(), new Date(Date.now() - o.eventRetentionDays * day).toISOString());
+    if (r.audit || r.events) log.info(r, 'pruned audit rows and settled events past retention');
+  };
+  prune();
+  const pruneTimer = setInterval(prune, PRUNE_INTERVAL_MS);
+  pruneTimer.unref();
+  const app = await buildApp({ manager, runtime, token, logger: log, trustProxy: o.trustProxy, events, webhookWorker: worker });
   await app.listen({ port: o.port, host: o.host });
 
   let stopping = false;
@@ -108,6 +159,10 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
     log.info({ signal: sig, destroy: !!o.destroyOnExit }, 'shutting down: finishing in-flight requests');
     await app.close();
     await manager.shutdown({ destroy: !!o.destroyOnExit });
+    // Let events of the shutdown itself go out briefly; whatever is left stays pending for the next start.
+    await new Promise((r) => setTimeout(r, 200));
+    worker.stop();
+    clearInterval(pruneTimer);
     store.close();
     log.info('stopped');
     process.exit(0);
