@@ -42,6 +42,9 @@ export class AgentContext {
   /** 16 hex chars, unique per clone after init. */
   uniqueToken(): string {
     this.counter += 1;
-    return createHmac('sha256', this.key).update(`${process.pid}:${this.counter}:${randomBytes(8).toString('hex')}`).digest('hex').slice(0, 16);
+    return createHmac('sha256', this.key)
+      .update(`${process.pid}:${this.counter}:${randomBytes(8).toString('hex')}`)
+      .digest('hex')
+      .slice(0, 16);
   }
 }

@@ -5,6 +5,7 @@ import { AgentContext, type AgentOptions } from './context.js';
 import { startSystemHelper } from './services/system-setup.js';
 import { handleExec } from './handlers/exec.js';
 import { fileRoutes } from './handlers/files.js';
+import { mountsRoute } from './handlers/mounts.js';
 import { healthRoute, initRoute, prepareSnapshotRoute } from './handlers/system.js';
 import { AgentFailure, sendFailure } from './http.js';
 
@@ -19,6 +20,7 @@ const routes: Record<string, { method: string; run: Handler }> = {
   [ROUTES.init]: { method: 'POST', run: (s, _h, ctx) => initRoute(s, ctx) },
   [ROUTES.prepareSnapshot]: { method: 'POST', run: (s, _h, ctx) => prepareSnapshotRoute(s, ctx) },
   [ROUTES.exec]: { method: 'POST', run: (s, _h, ctx) => handleExec(s, ctx) },
+  [ROUTES.mounts]: { method: 'POST', run: (s, _h, ctx) => mountsRoute(s, ctx) },
   ...fileRoutes,
 };
 

@@ -75,7 +75,13 @@ async function coldBoots(runtime: Runtime, n: number): Promise<number[]> {
     mkdirSync(dir, { recursive: true });
     execFileSync('truncate', ['-s', `${SHAPE.diskMb}M`, files.scratch]);
     execFileSync('mkfs.ext4', ['-q', '-F', files.scratch]);
-    const spec = MicroVm.spec({ accel: runtime.accel.accel, cpus: SHAPE.cpus, memoryMb: SHAPE.memoryMb, dieWithParent: true }, inputs.boot, files, spareShares(dir), 'raw');
+    const spec = MicroVm.spec(
+      { accel: runtime.accel.accel, cpus: SHAPE.cpus, memoryMb: SHAPE.memoryMb, dieWithParent: true },
+      inputs.boot,
+      files,
+      spareShares(dir),
+      'raw',
+    );
     try {
       const [ms, vm] = await timed(() => MicroVm.coldBoot(spec, files, { dieWithParent: true, timeoutMs: 60_000 }));
       out.push(ms);
@@ -172,7 +178,9 @@ async function main(): Promise<void> {
       ratio_clone_over_floor: round(pct(create, 50) / pct(floor, 50)),
       measured_at: new Date().toISOString(),
     };
-    const table = Object.entries(results).map(([k, v]) => `${k.padEnd(34)} ${v}`).join('\n');
+    const table = Object.entries(results)
+      .map(([k, v]) => `${k.padEnd(34)} ${v}`)
+      .join('\n');
     process.stdout.write(`${table}\n\n`);
     process.stdout.write(
       `create_clone_p50 ≤ create_cold_p50 / 20: ${results.ratio_cold_over_clone >= 20 ? 'yes' : 'NO'} (cold/clone = ${results.ratio_cold_over_clone})\n` +

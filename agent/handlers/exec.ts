@@ -29,7 +29,12 @@ async function buildLaunch(spec: ExecSpec, ctx: AgentContext): Promise<LaunchSpe
   const user = resolveUser(spec.user);
   let cwd = spec.cwd;
   if (cwd === undefined) {
-    cwd = (await stat(user.home).then((s) => s.isDirectory(), () => false)) ? user.home : '/';
+    cwd = (await stat(user.home).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+      ? user.home
+      : '/';
   } else {
     const st = await stat(cwd).catch(() => null);
     if (!st) throw new AgentFailure('not_found', `working directory ${cwd} does not exist`);

@@ -97,7 +97,12 @@ async function listRoute(stream: ServerHttp2Stream): Promise<void> {
   const entries: FileInfo[] = [];
   for (let i = 0; i < names.length; i += 64) {
     const batch = await Promise.all(
-      names.slice(i, i + 64).map((n) => lstat(join(norm(path), n)).then((st) => fileInfo(n, st), () => null)),
+      names.slice(i, i + 64).map((n) =>
+        lstat(join(norm(path), n)).then(
+          (st) => fileInfo(n, st),
+          () => null,
+        ),
+      ),
     );
     for (const e of batch) if (e) entries.push(e); // vanished meanwhile
   }
@@ -140,7 +145,10 @@ async function renameRoute(stream: ServerHttp2Stream): Promise<void> {
 /** Handlers by route; each validates its own input. */
 export const fileRoutes = {
   [ROUTES.fileRead]: { method: 'POST', run: (s: ServerHttp2Stream) => readFileRoute(s) },
-  [ROUTES.fileWrite]: { method: 'PUT', run: (s: ServerHttp2Stream, h: IncomingHttpHeaders, ctx: AgentContext) => writeFileRoute(s, h, ctx) },
+  [ROUTES.fileWrite]: {
+    method: 'PUT',
+    run: (s: ServerHttp2Stream, h: IncomingHttpHeaders, ctx: AgentContext) => writeFileRoute(s, h, ctx),
+  },
   [ROUTES.fileList]: { method: 'POST', run: (s: ServerHttp2Stream) => listRoute(s) },
   [ROUTES.fileStat]: { method: 'POST', run: (s: ServerHttp2Stream) => statRoute(s) },
   [ROUTES.fileMkdir]: { method: 'POST', run: (s: ServerHttp2Stream) => mkdirRoute(s) },

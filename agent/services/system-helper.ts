@@ -42,8 +42,7 @@ const MAX_LINE_BYTES = 64 * 1024;
  * (written by the agent, which spawned it) and runs it, so `ps` in the
  * sandbox shows a short line rather than the whole program.
  */
-export const HELPER_BOOTSTRAP_PY =
-  "import os;f=os.fdopen(3,'rb');s=f.read();f.close();exec(compile(s,'sandforge-system-helper','exec'))";
+export const HELPER_BOOTSTRAP_PY = "import os;f=os.fdopen(3,'rb');s=f.read();f.close();exec(compile(s,'sandforge-system-helper','exec'))";
 
 export const HELPER_PY = String.raw`
 import base64, binascii, fcntl, json, os, re, socket, struct, sys, time
@@ -305,7 +304,10 @@ export class SystemHelper {
     if (proc.isReady) return true;
     let timer: NodeJS.Timeout | undefined;
     const ok = await Promise.race([
-      proc.ready.then(() => true, () => false),
+      proc.ready.then(
+        () => true,
+        () => false,
+      ),
       new Promise<false>((r) => (timer = setTimeout(() => r(false), timeoutMs))),
     ]);
     clearTimeout(timer);

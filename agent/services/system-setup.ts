@@ -59,7 +59,9 @@ function run(file: string, args: string[], input?: Buffer): Promise<void> {
 async function setClock(timeMs: number, receivedAt: number): Promise<void> {
   const target = timeMs + (performance.now() - receivedAt);
   const sec = Math.floor(target / 1000);
-  const ns = String(Math.round((target - sec * 1000) * 1e6)).padStart(9, '0').slice(0, 9);
+  const ns = String(Math.round((target - sec * 1000) * 1e6))
+    .padStart(9, '0')
+    .slice(0, 9);
   try {
     await run('date', ['-u', '-s', `@${sec}.${ns}`]);
   } catch (err) {

@@ -39,7 +39,13 @@ export function resolveUser(user: string | number | undefined, passwdPath = '/et
   if (typeof wanted === 'number') {
     const e = entries.find((u) => u.uid === wanted);
     if (e) return e;
-    return { name: String(wanted), uid: wanted, gid: wanted === self ? (process.getgid?.() ?? wanted) : wanted, home: '/', shell: '/bin/sh' };
+    return {
+      name: String(wanted),
+      uid: wanted,
+      gid: wanted === self ? (process.getgid?.() ?? wanted) : wanted,
+      home: '/',
+      shell: '/bin/sh',
+    };
   }
   const e = entries.find((u) => u.name === wanted);
   if (!e) throw new AgentFailure('not_found', `user ${wanted} not found in ${passwdPath}`);

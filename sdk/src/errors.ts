@@ -51,11 +51,9 @@ export class SandforgeTimeoutError extends SandforgeError {
   readonly timeoutMs: number;
 
   constructor(what: string, timeoutMs: number) {
-    super(
-      'timeout',
-      `${what} got no answer within ${timeoutMs} ms; raise the timeoutMs client option or requestTimeoutMs on the call`,
-      { timeout_ms: timeoutMs },
-    );
+    super('timeout', `${what} got no answer within ${timeoutMs} ms; raise the timeoutMs client option or requestTimeoutMs on the call`, {
+      timeout_ms: timeoutMs,
+    });
     this.name = 'SandforgeTimeoutError';
     this.timeoutMs = timeoutMs;
   }

@@ -24,6 +24,8 @@ import {
   checkInitRequest,
   checkInitResponse,
   checkMkdirRequest,
+  checkMountRequest,
+  checkMountResponse,
   checkPrepareSnapshotResponse,
   checkRemoveRequest,
   checkRenameRequest,
@@ -36,6 +38,8 @@ import {
   type HealthResponse,
   type InitRequest,
   type InitResponse,
+  type MountRequest,
+  type MountResponse,
   type PrepareSnapshotResponse,
   ProtocolViolation,
 } from '../shared/protocol.js';
@@ -136,9 +140,14 @@ export class AgentClient extends EventEmitter {
       const remaining = deadline - Date.now();
       if (remaining <= 0) {
         const why = lastError instanceof Error ? lastError.message : 'no attempt finished';
-        throw new SandforgeError('agent_unavailable', `guest agent at ${socketPath} did not answer within ${options.timeoutMs} ms (${why})`, undefined, {
-          cause: lastError,
-        });
+        throw new SandforgeError(
+          'agent_unavailable',
+          `guest agent at ${socketPath} did not answer within ${options.timeoutMs} ms (${why})`,
+          undefined,
+          {
+            cause: lastError,
+          },
+        );
       }
       const attemptMs = Math.min(remaining, 500 * 2 ** Math.min(attempt, 3));
       const started = Date.now();
@@ -171,12 +180,21 @@ export class AgentClient extends EventEmitter {
       checkHealthResponse,
     );
     if (h.protocol !== PROTOCOL_VERSION) {
-      throw new SandforgeError('agent_error', `guest agent speaks protocol ${h.protocol}, this host ${PROTOCOL_VERSION}: rebuild the image's agent disk`);
+      throw new SandforgeError(
+        'agent_error',
+        `guest agent speaks protocol ${h.protocol}, this host ${PROTOCOL_VERSION}: rebuild the image's agent disk`,
+      );
     }
     return h;
   }
 
   /** Sets clock, entropy, hostname and default env; call after every boot and restore. */
+  /** Mounts the clone's 9p slots at their guest paths (after init, before the sandbox is ready). */
+  mount(req: MountRequest): Promise<MountResponse> {
+    const body = checkArg(checkMountRequest, req, 'mount');
+    return this.json('POST', ROUTES.mounts, body, checkMountResponse, 'mount');
+  }
+
   init(req: InitRequest): Promise<InitResponse> {
     const body = checkArg(checkInitRequest, req, 'init');
     return this.json('POST', ROUTES.init, body, checkInitResponse, 'init');

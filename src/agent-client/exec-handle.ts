@@ -114,7 +114,10 @@ export class ExecHandle {
 
   /** Resizes the command's terminal (ignored without a PTY). */
   resize(rows: number, cols: number): void {
-    for (const [k, v] of [['rows', rows], ['cols', cols]] as const) {
+    for (const [k, v] of [
+      ['rows', rows],
+      ['cols', cols],
+    ] as const) {
       if (!Number.isInteger(v) || v < 1 || v > 1000) throw new SandforgeError('invalid_argument', `${k} must be an integer in 1..1000`);
     }
     void this.sendFrames([{ type: 'resize', rows, cols }]);

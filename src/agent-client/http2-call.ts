@@ -92,9 +92,11 @@ export async function callJson<T>(session: ClientHttp2Session, o: CallOptions, c
   });
   try {
     if (body) stream.end(body);
-    const res = Promise.all([awaitResponse(stream, o.what), collectBody(stream, o.what)]).then(
-      ([headers, b]): RawResponse => ({ status: Number(headers[':status']), headers, body: b }),
-    );
+    const res = Promise.all([awaitResponse(stream, o.what), collectBody(stream, o.what)]).then(([headers, b]): RawResponse => ({
+      status: Number(headers[':status']),
+      headers,
+      body: b,
+    }));
     res.catch(() => undefined); // the deadline may win the race
     return decodeJsonResponse(await Promise.race([res, deadline]), check, o.what);
   } finally {

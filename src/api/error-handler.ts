@@ -17,9 +17,10 @@ export function toApiError(err: unknown): SandforgeError {
   if (fe && typeof fe === 'object') {
     if (fe.validation) {
       const v = fe.validation[0];
-      const where = v ? `${fe.validationContext ?? 'body'}${v.instancePath || ''}` : fe.validationContext ?? 'request';
+      const where = v ? `${fe.validationContext ?? 'body'}${v.instancePath || ''}` : (fe.validationContext ?? 'request');
       let msg = v?.message ?? fe.message;
-      if (v?.keyword === 'additionalProperties') msg = `unknown field "${String((v.params as { additionalProperty?: string }).additionalProperty)}"`;
+      if (v?.keyword === 'additionalProperties')
+        msg = `unknown field "${String((v.params as { additionalProperty?: string }).additionalProperty)}"`;
       return new SandforgeError('invalid_argument', `${where}: ${msg}`);
     }
     if (fe.code && FASTIFY_CODES[fe.code]) {

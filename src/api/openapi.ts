@@ -15,7 +15,8 @@ export function collectOpenApi(app: FastifyInstance): () => Record<string, unkno
   const routes: Collected[] = [];
   app.addHook('onRoute', (r: RouteOptions) => {
     const methods = Array.isArray(r.method) ? r.method : [r.method];
-    for (const m of methods) if (m !== 'HEAD') routes.push({ method: m.toLowerCase(), url: r.url, schema: r.schema as Record<string, unknown> | undefined });
+    for (const m of methods)
+      if (m !== 'HEAD') routes.push({ method: m.toLowerCase(), url: r.url, schema: r.schema as Record<string, unknown> | undefined });
   });
   return () => {
     const paths: Record<string, Record<string, unknown>> = {};
@@ -24,7 +25,10 @@ export function collectOpenApi(app: FastifyInstance): () => Record<string, unkno
       const s = r.schema ?? {};
       const op: Record<string, unknown> = { summary: s.summary ?? '' };
       const params: unknown[] = [];
-      for (const [where, key] of [['path', 'params'], ['query', 'querystring']] as const) {
+      for (const [where, key] of [
+        ['path', 'params'],
+        ['query', 'querystring'],
+      ] as const) {
         const obj = s[key] as { properties?: Record<string, unknown>; required?: string[] } | undefined;
         for (const [name, schema] of Object.entries(obj?.properties ?? {})) {
           params.push({ name, in: where, required: where === 'path' || (obj?.required ?? []).includes(name), schema });

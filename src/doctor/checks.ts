@@ -63,8 +63,7 @@ export function detectCloud(dmiDir: string): Cloud {
   const product = readTrim(`${dmiDir}/product_name`);
   const bios = readTrim(`${dmiDir}/bios_vendor`);
   if (/google/i.test(vendor) || /google compute engine/i.test(product)) return { provider: 'gcp', instance: product };
-  if (/amazon/i.test(vendor) || /amazon/i.test(bios))
-    return { provider: 'aws', instance: product };
+  if (/amazon/i.test(vendor) || /amazon/i.test(bios)) return { provider: 'aws', instance: product };
   return null;
 }
 
@@ -121,24 +120,42 @@ export function deploymentChecks(paths: HostPaths = HOST_PATHS, who = currentUse
       ...(hasKvm ? {} : { fix: nestedHint[cloud.provider] }),
     });
   } else if (!hasKvm) {
-    out.push({ name: 'cloud', status: 'info', detail: `no GCP/AWS instance detected. In the cloud, KVM needs nested virtualization — ${nestedHint.gcp}; ${nestedHint.aws}` });
+    out.push({
+      name: 'cloud',
+      status: 'info',
+      detail: `no GCP/AWS instance detected. In the cloud, KVM needs nested virtualization — ${nestedHint.gcp}; ${nestedHint.aws}`,
+    });
   }
 
   const kvmGroup = groupEntry(paths.groupFile, 'kvm');
   if (!kvmGroup) {
-    out.push({ name: 'kvm group', status: 'warn', detail: 'there is no kvm group; the shipped unit runs with Group=kvm and will not start', fix: 'groupadd --system kvm (deploy/install.sh does this)' });
+    out.push({
+      name: 'kvm group',
+      status: 'warn',
+      detail: 'there is no kvm group; the shipped unit runs with Group=kvm and will not start',
+      fix: 'groupadd --system kvm (deploy/install.sh does this)',
+    });
   } else {
     const inGroup = who.uid === 0 || who.gids.includes(kvmGroup.gid) || kvmGroup.members.includes(who.name);
     out.push(
       inGroup
         ? { name: 'kvm group', status: 'ok', detail: who.uid === 0 ? 'running as root' : `${who.name} is in group kvm` }
-        : { name: 'kvm group', status: 'warn', detail: `${who.name} is not in group kvm`, fix: `usermod -aG kvm ${who.name} and log in again` },
+        : {
+            name: 'kvm group',
+            status: 'warn',
+            detail: `${who.name} is not in group kvm`,
+            fix: `usermod -aG kvm ${who.name} and log in again`,
+          },
     );
     if (who.name !== 'sandforge' && existsSync(paths.unit)) {
       out.push(
         kvmGroup.members.includes('sandforge')
           ? { name: 'service user', status: 'ok', detail: 'sandforge is in group kvm' }
-          : { name: 'service user', status: 'info', detail: 'sandforge is not listed in group kvm (the unit sets Group=kvm, so the service has it anyway)' },
+          : {
+              name: 'service user',
+              status: 'info',
+              detail: 'sandforge is not listed in group kvm (the unit sets Group=kvm, so the service has it anyway)',
+            },
       );
     }
   }
@@ -146,7 +163,12 @@ export function deploymentChecks(paths: HostPaths = HOST_PATHS, who = currentUse
   out.push(
     existsSync(paths.unit)
       ? { name: 'systemd unit', status: 'ok', detail: `${paths.unit} is installed` }
-      : { name: 'systemd unit', status: 'info', detail: `${paths.unit} is not installed`, fix: 'deploy/install.sh installs it (docs/deployment.md)' },
+      : {
+          name: 'systemd unit',
+          status: 'info',
+          detail: `${paths.unit} is not installed`,
+          fix: 'deploy/install.sh installs it (docs/deployment.md)',
+        },
   );
   out.push(
     existsSync(paths.nginxSite)
@@ -164,8 +186,17 @@ export function deploymentChecks(paths: HostPaths = HOST_PATHS, who = currentUse
       const mode = st.mode & 0o777;
       out.push(
         mode & 0o007
-          ? { name: 'token file', status: 'warn', detail: `${paths.envFile} is readable by every user (mode ${mode.toString(8)})`, fix: `chown root:sandforge ${paths.envFile} && chmod 0640 ${paths.envFile}` }
-          : { name: 'token file', status: 'ok', detail: `${paths.envFile} mode ${mode.toString(8).padStart(4, '0')}, uid ${st.uid} gid ${st.gid}` },
+          ? {
+              name: 'token file',
+              status: 'warn',
+              detail: `${paths.envFile} is readable by every user (mode ${mode.toString(8)})`,
+              fix: `chown root:sandforge ${paths.envFile} && chmod 0640 ${paths.envFile}`,
+            }
+          : {
+              name: 'token file',
+              status: 'ok',
+              detail: `${paths.envFile} mode ${mode.toString(8).padStart(4, '0')}, uid ${st.uid} gid ${st.gid}`,
+            },
       );
     } catch (err) {
       out.push({ name: 'token file', status: 'info', detail: `cannot stat ${paths.envFile}: ${(err as Error).message}` });
@@ -220,7 +251,11 @@ export async function runChecks(opts: { imagesDir: string; accel?: string; paths
     const images = await listImages(opts.imagesDir);
     out.push(
       images.length > 0
-        ? { name: 'images', status: 'ok', detail: `${images.length} in ${opts.imagesDir}: ${images.map((i) => i.manifest.name).join(', ')}` }
+        ? {
+            name: 'images',
+            status: 'ok',
+            detail: `${images.length} in ${opts.imagesDir}: ${images.map((i) => i.manifest.name).join(', ')}`,
+          }
         : { name: 'images', status: 'fail', detail: `no images in ${opts.imagesDir}`, fix: 'sandforge image build' },
     );
   } catch (err) {

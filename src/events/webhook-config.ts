@@ -22,7 +22,13 @@ export interface WebhookTuning {
   concurrency: number;
 }
 
-export const DEFAULT_WEBHOOK_TUNING: WebhookTuning = { maxAttempts: 10, backoffMs: 1000, backoffMaxMs: 300_000, timeoutMs: 10_000, concurrency: 4 };
+export const DEFAULT_WEBHOOK_TUNING: WebhookTuning = {
+  maxAttempts: 10,
+  backoffMs: 1000,
+  backoffMaxMs: 300_000,
+  timeoutMs: 10_000,
+  concurrency: 4,
+};
 
 export interface WebhookFlags {
   webhookUrl: string[];
@@ -82,11 +88,16 @@ function matcher(filters: string[] | undefined): (t: EventType) => boolean {
  */
 export function loadWebhookEndpoints(o: WebhookFlags, tuning: WebhookTuning, env: NodeJS.ProcessEnv = process.env): WebhookEndpoint[] {
   const out: WebhookEndpoint[] = [];
-  const urls = o.webhookUrl.length ? o.webhookUrl : (env.SANDFORGE_WEBHOOK_URL ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  const urls = o.webhookUrl.length
+    ? o.webhookUrl
+    : (env.SANDFORGE_WEBHOOK_URL ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
   if (urls.length) {
     const secret = o.webhookSecretFile
       ? readSecretFile(o.webhookSecretFile, '--webhook-secret-file')
-      : (env.SANDFORGE_WEBHOOK_SECRET?.trim() || o.webhookSecret);
+      : env.SANDFORGE_WEBHOOK_SECRET?.trim() || o.webhookSecret;
     if (!secret) throw bad('--webhook-url needs a signing secret: set SANDFORGE_WEBHOOK_SECRET, --webhook-secret-file or --webhook-secret');
     for (const url of urls) {
       const u = checkUrl(url, '--webhook-url');
@@ -103,12 +114,14 @@ export function loadWebhookEndpoints(o: WebhookFlags, tuning: WebhookTuning, env
     if (!Array.isArray(parsed.endpoints)) throw bad(`--webhooks-config ${o.webhooksConfig}: needs {"endpoints": [...]}`);
     parsed.endpoints.forEach((e, i) => {
       const where = `--webhooks-config endpoints[${i}]`;
-      for (const k of Object.keys(e)) if (!['name', 'url', 'secret', 'secret_file', 'events', 'max_attempts'].includes(k)) throw bad(`${where}: unknown field "${k}"`);
+      for (const k of Object.keys(e))
+        if (!['name', 'url', 'secret', 'secret_file', 'events', 'max_attempts'].includes(k)) throw bad(`${where}: unknown field "${k}"`);
       if (typeof e.url !== 'string') throw bad(`${where}: "url" is required`);
       const url = checkUrl(e.url, where);
       const secret = typeof e.secret_file === 'string' ? readSecretFile(e.secret_file, `${where} secret_file`) : e.secret;
       if (typeof secret !== 'string' || !secret) throw bad(`${where}: needs "secret" or "secret_file"`);
-      if (e.events !== undefined && (!Array.isArray(e.events) || e.events.some((x) => typeof x !== 'string'))) throw bad(`${where}: "events" must be an array of strings`);
+      if (e.events !== undefined && (!Array.isArray(e.events) || e.events.some((x) => typeof x !== 'string')))
+        throw bad(`${where}: "events" must be an array of strings`);
       const maxAttempts = e.max_attempts ?? tuning.maxAttempts;
       if (!Number.isInteger(maxAttempts) || (maxAttempts as number) < 1) throw bad(`${where}: "max_attempts" must be a positive integer`);
       const name = typeof e.name === 'string' && e.name ? e.name : url;

@@ -86,11 +86,24 @@ export class WebhookWorker {
 
   private checkedUnknown = false;
 
-  private async attempt(d: { id: number; endpoint: string; attempts: number; max_attempts: number; body: string; event_id: string }): Promise<void> {
+  private async attempt(d: {
+    id: number;
+    endpoint: string;
+    attempts: number;
+    max_attempts: number;
+    body: string;
+    event_id: string;
+  }): Promise<void> {
     const ep = this.byName.get(d.endpoint);
     const attempts = d.attempts + 1;
     if (!ep) {
-      this.store.recordAttempt(d.id, { status: 'dead', attempts: d.attempts, next_attempt_at: 0, last_status: null, last_error: 'endpoint no longer configured' });
+      this.store.recordAttempt(d.id, {
+        status: 'dead',
+        attempts: d.attempts,
+        next_attempt_at: 0,
+        last_status: null,
+        last_error: 'endpoint no longer configured',
+      });
       return;
     }
     let status: number | null = null;
@@ -121,9 +134,18 @@ export class WebhookWorker {
     }
     const dead = attempts >= d.max_attempts;
     const delay = backoffMs(attempts, this.tuning);
-    this.store.recordAttempt(d.id, { status: dead ? 'dead' : 'pending', attempts, next_attempt_at: Date.now() + delay, last_status: status, last_error: error });
+    this.store.recordAttempt(d.id, {
+      status: dead ? 'dead' : 'pending',
+      attempts,
+      next_attempt_at: Date.now() + delay,
+      last_status: status,
+      last_error: error,
+    });
     const msg = dead ? 'webhook delivery dead-lettered' : 'webhook delivery failed; will retry';
-    this.log[dead ? 'warn' : 'info']({ delivery_id: d.id, event_id: d.event_id, endpoint: d.endpoint, attempts, err: error, retry_in_ms: dead ? undefined : delay }, msg);
+    this.log[dead ? 'warn' : 'info'](
+      { delivery_id: d.id, event_id: d.event_id, endpoint: d.endpoint, attempts, err: error, retry_in_ms: dead ? undefined : delay },
+      msg,
+    );
   }
 }
 

@@ -35,9 +35,10 @@ export async function buildInitramfs(input: InitramfsInput, out: string): Promis
 
   const applets = (await run(input.busybox, ['--list'])).stdout.split('\n').filter((a) => /^[\w.[-]+$/.test(a));
   const entries: CpioEntry[] = [
-    ...['bin', 'dev', 'etc', 'lib', 'proc', 'sys', 'run', 'tmp', 'lower', 'scratch', 'newroot', INITRAMFS_MODULES_DIR].map(
-      (path) => ({ type: 'dir' as const, path }),
-    ),
+    ...['bin', 'dev', 'etc', 'lib', 'proc', 'sys', 'run', 'tmp', 'lower', 'scratch', 'newroot', INITRAMFS_MODULES_DIR].map((path) => ({
+      type: 'dir' as const,
+      path,
+    })),
     // The kernel opens /dev/console for init's stdio before anything mounts devtmpfs.
     { type: 'chardev', path: 'dev/console', major: 5, minor: 1 },
     { type: 'file', path: 'bin/busybox', data: await readFile(input.busybox), mode: 0o755 },
@@ -46,7 +47,11 @@ export async function buildInitramfs(input: InitramfsInput, out: string): Promis
     { type: 'file', path: 'init', data: input.initScript, mode: 0o755 },
   ];
   for (const m of plan.order) {
-    entries.push({ type: 'file', path: `${INITRAMFS_MODULES_DIR}/${m.name}.ko`, data: await readFile(join(input.kernel.modulesDir, m.path)) });
+    entries.push({
+      type: 'file',
+      path: `${INITRAMFS_MODULES_DIR}/${m.name}.ko`,
+      data: await readFile(join(input.kernel.modulesDir, m.path)),
+    });
   }
   const order = plan.order.map((m) => m.name);
   entries.push({ type: 'file', path: `${INITRAMFS_MODULES_DIR}/modules.order`, data: Buffer.from(`${order.join('\n')}\n`) });

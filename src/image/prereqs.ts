@@ -15,7 +15,13 @@ export const BUSYBOX = '/bin/busybox';
 async function onPath(cmd: string): Promise<boolean> {
   const dirs = (process.env.PATH ?? '').split(delimiter).concat(['/usr/sbin', '/sbin']);
   for (const d of dirs) {
-    if (await access(join(d, cmd), constants.X_OK).then(() => true, () => false)) return true;
+    if (
+      await access(join(d, cmd), constants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      return true;
   }
   return false;
 }
@@ -46,12 +52,16 @@ export async function isStaticElf(path: string): Promise<boolean> {
 export async function checkBuildPrereqs(busybox = BUSYBOX): Promise<void> {
   const problems: string[] = [];
   if (process.getuid?.() !== 0) {
-    problems.push('image builds must run as root: mmdebstrap needs root (or unshare mode, which Sandforge does not use) to create device nodes and file ownership; re-run with sudo');
+    problems.push(
+      'image builds must run as root: mmdebstrap needs root (or unshare mode, which Sandforge does not use) to create device nodes and file ownership; re-run with sudo',
+    );
   }
   const missing = [];
   for (const t of BUILD_TOOLS) if (!(await onPath(t.cmd))) missing.push(t);
   if (missing.length) {
-    problems.push(`missing ${missing.map((t) => t.cmd).join(', ')}; install with \`apt-get install ${[...new Set(missing.map((t) => t.pkg))].join(' ')}\``);
+    problems.push(
+      `missing ${missing.map((t) => t.cmd).join(', ')}; install with \`apt-get install ${[...new Set(missing.map((t) => t.pkg))].join(' ')}\``,
+    );
   }
   const staticBusybox = await isStaticElf(busybox).catch(() => false);
   if (!staticBusybox) problems.push(`${busybox} is missing or not statically linked; install with \`apt-get install busybox-static\``);

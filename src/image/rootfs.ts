@@ -70,7 +70,7 @@ export async function ensureRootfs(
   // proc/sys/dev mounts in its own temp dir, so our cleanup never meets a mount.
   await run('mmdebstrap', args, {
     signal: opts.signal,
-    pipeTo: { cmd: 'tar', args: ['-x', '-C', root, '-p', '--numeric-owner', '--xattrs', "--xattrs-include=*"] },
+    pipeTo: { cmd: 'tar', args: ['-x', '-C', root, '-p', '--numeric-owner', '--xattrs', '--xattrs-include=*'] },
   });
   const img = join(tmp, 'rootfs.erofs');
   await run('mkfs.erofs', ['--quiet', img, root], { signal: opts.signal });

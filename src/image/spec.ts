@@ -28,11 +28,29 @@ export const DEFAULT_PACKAGES = ['bash', 'coreutils', 'python3', 'git', 'curl', 
  * "crc32c" crypto that libcrc32c/ext4/jbd2 ask for by alias at runtime.
  */
 export const GUEST_MODULES = [
-  'virtio_ring', 'virtio', 'virtio_mmio', 'virtio_blk', 'virtio_console',
-  'crc32c_generic', 'crc32c_intel', 'libcrc32c', 'erofs',
-  'crc16', 'mbcache', 'jbd2', 'ext4', 'overlay',
-  'netfs', 'fscache', '9pnet', '9pnet_virtio', '9p',
-  'failover', 'net_failover', 'virtio_net', 'virtio_rng',
+  'virtio_ring',
+  'virtio',
+  'virtio_mmio',
+  'virtio_blk',
+  'virtio_console',
+  'crc32c_generic',
+  'crc32c_intel',
+  'libcrc32c',
+  'erofs',
+  'crc16',
+  'mbcache',
+  'jbd2',
+  'ext4',
+  'overlay',
+  'netfs',
+  'fscache',
+  '9pnet',
+  '9pnet_virtio',
+  '9p',
+  'failover',
+  'net_failover',
+  'virtio_net',
+  'virtio_rng',
 ];
 
 /** Without these the guest cannot mount its root; a build that lacks them fails. */
@@ -42,13 +60,7 @@ export const REQUIRED_MODULES = ['virtio_mmio', 'virtio_blk', 'erofs', 'ext4', '
 export const MIN_MEMORY_MB = 256;
 
 /** Paths dpkg skips: docs and locales only cost space in a sandbox image. */
-export const DPKG_EXCLUDES = [
-  '/usr/share/man/*',
-  '/usr/share/info/*',
-  '/usr/share/doc/*',
-  '/usr/share/locale/*',
-  '/usr/share/lintian/*',
-];
+export const DPKG_EXCLUDES = ['/usr/share/man/*', '/usr/share/info/*', '/usr/share/doc/*', '/usr/share/locale/*', '/usr/share/lintian/*'];
 
 /** Keep copyright files: licences travel with the image. */
 export const DPKG_INCLUDES = ['/usr/share/doc/*/copyright'];

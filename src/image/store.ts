@@ -52,7 +52,12 @@ export async function loadImage(imagesDir: string, name: string): Promise<{ dir:
 /** Sum of the sizes of the image's files (missing files count as 0). */
 export async function imageSize(dir: string, manifest: ImageManifest): Promise<number> {
   const sizes = await Promise.all(
-    Object.values(manifest.files).map((f) => stat(join(dir, f)).then((s) => s.size, () => 0)),
+    Object.values(manifest.files).map((f) =>
+      stat(join(dir, f)).then(
+        (s) => s.size,
+        () => 0,
+      ),
+    ),
   );
   return sizes.reduce((a, b) => a + b, 0);
 }

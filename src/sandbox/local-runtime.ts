@@ -1,4 +1,4 @@
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveDataDir, resolveImagesDir } from '../config/paths.js';
 import { detectAccel, type AccelReport } from '../vmm/accel.js';
@@ -7,6 +7,9 @@ import { pidAlive } from '../vmm/qemu-process.js';
 import { TemplateStore } from '../vmm/template-store.js';
 import type { Template, TemplateShape } from '../vmm/template.js';
 import { newSandboxId } from '../shared/ids.js';
+import { SandforgeError } from '../shared/errors.js';
+import type { AcceptedMount } from '../policy/mount-policy.js';
+import type { ShareSpec } from '../vmm/qemu-args.js';
 
 /** Where a process keeps images, templates and VM directories. */
 export interface RuntimeDirs {
@@ -47,7 +50,13 @@ export class Runtime {
     });
   }
 
-  static create(opts: { images?: string; data?: string; accel?: string; dieWithParent: boolean; onProgress?: (m: string) => void }): Runtime {
+  static create(opts: {
+    images?: string;
+    data?: string;
+    accel?: string;
+    dieWithParent: boolean;
+    onProgress?: (m: string) => void;
+  }): Runtime {
     return new Runtime(runtimeDirs(opts), detectAccel(opts.accel), opts.dieWithParent, opts.onProgress);
   }
 
@@ -56,8 +65,10 @@ export class Runtime {
     shape: TemplateShape,
     id = newSandboxId(),
     vmDir = join(this.dirs.vmsDir, id),
+    mounts: readonly AcceptedMount[] = [],
   ): Promise<{ id: string; vm: MicroVm; template: Template; built: boolean; createMs: number }> {
     const t0 = performance.now();
+    await checkMountSources(mounts);
     const { template, built } = await this.templates.get(shape);
     const files = await makeVmDir(vmDir);
     try {
@@ -65,6 +76,12 @@ export class Runtime {
         dieWithParent: this.dieWithParent,
         sandboxId: id,
         hostname: id.replace('_', '-'),
+        ...(mounts.length
+          ? {
+              shares: sharesFor(template.spareShares(), mounts),
+              mounts: mounts.map((m) => ({ tag: m.tag, guest_path: m.guestPath, read_only: m.readOnly })),
+            }
+          : {}),
       });
       return { id, vm, template, built, createMs: performance.now() - t0 };
     } catch (err) {
@@ -86,5 +103,27 @@ export async function sweepRuns(runsDir: string): Promise<void> {
     const pid = Number(name.split('-')[0]);
     if (pid === process.pid || pidAlive(pid)) continue;
     await rm(join(runsDir, name), { recursive: true, force: true });
+  }
+}
+
+/**
+ * The clone's 9p slots: slot i exports the i-th accepted mount (read-only
+ * enforced by QEMU itself, `readonly=on`), the rest keep the template's
+ * empty read-only folder so the device list matches the snapshot.
+ */
+export function sharesFor(spare: ShareSpec[], mounts: readonly AcceptedMount[]): ShareSpec[] {
+  return spare.map((slot) => {
+    const m = mounts.find((x) => x.tag === slot.tag);
+    return m ? { tag: slot.tag, path: m.hostPath, readOnly: m.readOnly } : slot;
+  });
+}
+
+/** QEMU exports folders only, and fails to start on a missing one: say so clearly first. */
+async function checkMountSources(mounts: readonly AcceptedMount[]): Promise<void> {
+  for (const m of mounts) {
+    const st = await stat(m.hostPath).catch(() => null);
+    if (!st) throw new SandforgeError('invalid_argument', `mount host_path ${m.requested} does not exist`);
+    if (!st.isDirectory())
+      throw new SandforgeError('invalid_argument', `mount host_path ${m.requested} is not a directory (only folders can be mounted)`);
   }
 }

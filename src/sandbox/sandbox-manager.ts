@@ -14,6 +14,7 @@ import type { SandboxRow, SandboxStore } from '../store/sandbox-store.js';
 import { MicroVm, vmFiles } from '../vmm/microvm.js';
 import { checkCreateLimits, type Limits } from './limits.js';
 import type { Runtime } from './local-runtime.js';
+import { decideMounts, DEFAULT_BLOCKED_MOUNT_NAMES, type AcceptedMount, type MountPolicyConfig } from '../policy/mount-policy.js';
 
 /** Default per-command timeout when a request gives none. */
 export const DEFAULT_EXEC_TIMEOUT_SECONDS = 300;
@@ -27,6 +28,8 @@ export interface ManagerOptions {
   log: Logger;
   /** Outbox and audit log; events commit in the same transaction as the state change. */
   events?: EventHub;
+  /** Host mount rules; absent: no allowed prefix, so every mount is refused. */
+  mountPolicy?: MountPolicyConfig;
 }
 
 /** What the audit log and task.timeout need about a command, kept beside its spec. */
@@ -89,7 +92,8 @@ export class SandboxManager {
       } else {
         if (row.qemu_pid) killQuietly(row.qemu_pid, row.vm_dir);
         if (row.vm_dir) await rm(row.vm_dir, { recursive: true, force: true });
-        const message = row.status === 'creating' ? 'supervisor stopped while the sandbox was being created' : 'VM died while the supervisor was down';
+        const message =
+          row.status === 'creating' ? 'supervisor stopped while the sandbox was being created' : 'VM died while the supervisor was down';
         this.ev.tx(() => {
           this.o.store.update(row.id, { status: 'failed', message, ended_at: new Date().toISOString(), qemu_pid: null });
           this.ev.emit('sandbox.failed', row.id, { message });
@@ -106,7 +110,13 @@ export class SandboxManager {
     /** A refusal by policy or limits: audited, and announced as security.violation. */
     const refuse = (e: SandforgeError, policy: string): SandforgeError => {
       this.ev.tx(() => {
-        this.ev.emit('security.violation', null, { action: 'sandbox.create', policy, code: e.code, message: e.message, ...(e.details ? { details: e.details } : {}) });
+        this.ev.emit('security.violation', null, {
+          action: 'sandbox.create',
+          policy,
+          code: e.code,
+          message: e.message,
+          ...(e.details ? { details: e.details } : {}),
+        });
         this.ev.audit({ kind: 'sandbox.create', sandbox_id: null, startedAt, detail: what, error_code: e.code });
       });
       return e;
@@ -118,14 +128,28 @@ export class SandboxManager {
       throw refuse(toSandforgeError(err), 'limits');
     }
     if (req.network && req.network !== 'offline') {
-      throw refuse(new SandforgeError('not_implemented', `network mode "${req.network}" is not available yet: only "offline" is supported`), 'network');
+      throw refuse(
+        new SandforgeError('not_implemented', `network mode "${req.network}" is not available yet: only "offline" is supported`),
+        'network',
+      );
     }
+    let mounts: AcceptedMount[] = [];
     if (req.mounts && req.mounts.length > 0) {
-      throw refuse(new SandforgeError('not_implemented', 'host mounts are not available yet'), 'mounts');
+      try {
+        mounts = await decideMounts(req.mounts, this.o.mountPolicy ?? { allowPrefixes: [], blockedNames: DEFAULT_BLOCKED_MOUNT_NAMES });
+      } catch (err) {
+        throw refuse(toSandforgeError(err), 'mounts');
+      }
     }
     if (this.live.size >= this.o.limits.maxSandboxes) {
       this.counters.limit_refusals!++;
-      throw refuse(new SandforgeError('capacity_exhausted', `the server runs its maximum of ${this.o.limits.maxSandboxes} sandboxes (--max-sandboxes)`), 'capacity');
+      throw refuse(
+        new SandforgeError(
+          'capacity_exhausted',
+          `the server runs its maximum of ${this.o.limits.maxSandboxes} sandboxes (--max-sandboxes)`,
+        ),
+        'capacity',
+      );
     }
     const id = newSandboxId();
     const now = new Date();
@@ -150,13 +174,28 @@ export class SandboxManager {
     };
     this.ev.tx(() => {
       this.o.store.insert(row);
-      this.ev.emit('sandbox.created', id, { image: row.image, cpu: row.cpu, memory_mb: row.memory_mb, disk_mb: row.disk_mb, network: row.network });
+      this.ev.emit('sandbox.created', id, {
+        image: row.image,
+        cpu: row.cpu,
+        memory_mb: row.memory_mb,
+        disk_mb: row.disk_mb,
+        network: row.network,
+      });
     });
     if (req.secret_env && Object.keys(req.secret_env).length) this.secretEnv.set(id, { ...req.secret_env });
     const log = this.o.log.child({ sandbox_id: id });
     try {
-      const s = await this.o.runtime.startSandbox({ image: row.image, cpus: row.cpu, memoryMb: row.memory_mb, diskMb: row.disk_mb }, id);
-      const start = { mode: s.built ? ('template_built' as const) : ('clone' as const), template: s.template.meta.key, create_ms: Math.round(s.createMs * 10) / 10 };
+      const s = await this.o.runtime.startSandbox(
+        { image: row.image, cpus: row.cpu, memoryMb: row.memory_mb, diskMb: row.disk_mb },
+        id,
+        row.vm_dir!,
+        mounts,
+      );
+      const start = {
+        mode: s.built ? ('template_built' as const) : ('clone' as const),
+        template: s.template.meta.key,
+        create_ms: Math.round(s.createMs * 10) / 10,
+      };
       this.ev.tx(() => {
         this.o.store.update(id, { status: 'running', qemu_pid: s.vm.pid, template_key: s.template.meta.key, start });
         this.ev.emit('sandbox.started', id, { mode: start.mode, create_ms: start.create_ms });
@@ -227,7 +266,15 @@ export class SandboxManager {
       this.vm(id);
     } catch (err) {
       const e = toSandforgeError(err);
-      this.ev.tx(() => this.ev.audit({ kind: 'sandbox.execute', sandbox_id: isSandboxId(id) ? id : null, startedAt: Date.now(), detail: commandDetail(info), error_code: e.code }));
+      this.ev.tx(() =>
+        this.ev.audit({
+          kind: 'sandbox.execute',
+          sandbox_id: isSandboxId(id) ? id : null,
+          startedAt: Date.now(),
+          detail: commandDetail(info),
+          error_code: e.code,
+        }),
+      );
       throw e;
     }
     const spec: ExecSpec = {
@@ -256,9 +303,20 @@ export class SandboxManager {
       if (!info) return;
       const detail = { ...commandDetail(info), ...(r.timed_out ? { timed_out: true } : {}) };
       this.ev.tx(() => {
-        this.ev.audit({ kind: 'sandbox.execute', sandbox_id: id, startedAt, detail, error_code: r.error_code ?? null, exit_code: r.exit_code ?? null });
+        this.ev.audit({
+          kind: 'sandbox.execute',
+          sandbox_id: id,
+          startedAt,
+          detail,
+          error_code: r.error_code ?? null,
+          exit_code: r.exit_code ?? null,
+        });
         if (r.timed_out) {
-          this.ev.emit('task.timeout', id, { command: info.command, limit_seconds: info.limitSeconds, duration_ms: Date.now() - startedAt });
+          this.ev.emit('task.timeout', id, {
+            command: info.command,
+            limit_seconds: info.limitSeconds,
+            duration_ms: Date.now() - startedAt,
+          });
         }
       });
     };
@@ -315,7 +373,16 @@ export class SandboxManager {
   async destroy(id: string, reason = 'destroyed on request', actor?: string): Promise<DeleteResult> {
     const startedAt = Date.now();
     const audit = (detail: Record<string, unknown>, error_code?: string) =>
-      this.ev.tx(() => this.ev.audit({ kind: 'sandbox.destroy', sandbox_id: isSandboxId(id) ? id : null, startedAt, detail: { reason, ...detail }, error_code: error_code ?? null, ...(actor ? { actor } : {}) }));
+      this.ev.tx(() =>
+        this.ev.audit({
+          kind: 'sandbox.destroy',
+          sandbox_id: isSandboxId(id) ? id : null,
+          startedAt,
+          detail: { reason, ...detail },
+          error_code: error_code ?? null,
+          ...(actor ? { actor } : {}),
+        }),
+      );
     let row: SandboxRow;
     try {
       row = this.row(id);
@@ -354,7 +421,9 @@ export class SandboxManager {
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     if (opts.destroy) {
-      await Promise.all([...this.live.keys()].map((id) => this.destroy(id, 'destroyed at supervisor exit', 'system').catch(() => undefined)));
+      await Promise.all(
+        [...this.live.keys()].map((id) => this.destroy(id, 'destroyed at supervisor exit', 'system').catch(() => undefined)),
+      );
     } else {
       for (const vm of this.live.values()) vm.detach();
       this.live.clear();
@@ -402,7 +471,8 @@ export class SandboxManager {
 /** The audited "what" of a create: shape and env keys; secret values never. */
 function createDetail(req: CreateSandboxRequest): Record<string, unknown> {
   const d: Record<string, unknown> = {};
-  for (const k of ['image', 'cpu', 'memory_mb', 'disk_mb', 'timeout_seconds', 'network', 'env', 'metadata'] as const) if (req[k] !== undefined) d[k] = req[k];
+  for (const k of ['image', 'cpu', 'memory_mb', 'disk_mb', 'timeout_seconds', 'network', 'env', 'metadata'] as const)
+    if (req[k] !== undefined) d[k] = req[k];
   if (req.mounts?.length) d.mounts = req.mounts;
   if (req.secret_env) d.secret_env = redactEnv(req.secret_env);
   return d;

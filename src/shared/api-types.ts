@@ -195,9 +195,21 @@ export const InfoResponse = Type.Object({
   acceleration: Type.Object({ accel: Type.String(), kvm: Type.String(), reason: Type.String() }),
   images: Type.Array(Type.Object({ name: Type.String(), id: Type.String(), kernel_release: Type.String() })),
   templates: Type.Array(
-    Type.Object({ key: Type.String(), image: Type.String(), cpu: Type.Integer(), memory_mb: Type.Integer(), state: Type.String(), message: Type.Optional(Type.String()) }),
+    Type.Object({
+      key: Type.String(),
+      image: Type.String(),
+      cpu: Type.Integer(),
+      memory_mb: Type.Integer(),
+      state: Type.String(),
+      message: Type.Optional(Type.String()),
+    }),
   ),
-  capacity: Type.Object({ sandboxes: Type.Integer(), max_sandboxes: Type.Integer(), max_cpu: Type.Integer(), max_memory_mb: Type.Integer() }),
+  capacity: Type.Object({
+    sandboxes: Type.Integer(),
+    max_sandboxes: Type.Integer(),
+    max_cpu: Type.Integer(),
+    max_memory_mb: Type.Integer(),
+  }),
   counters: Type.Record(Type.String(), Type.Integer()),
 });
 export type InfoResponse = Static<typeof InfoResponse>;

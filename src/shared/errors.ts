@@ -66,8 +66,7 @@ export class SandforgeError extends Error {
 export const invalidArgument = (message: string, details?: Record<string, unknown>) =>
   new SandforgeError('invalid_argument', message, details);
 
-export const notFound = (code: 'not_found' | 'image_not_found' | 'sandbox_not_found', message: string) =>
-  new SandforgeError(code, message);
+export const notFound = (code: 'not_found' | 'image_not_found' | 'sandbox_not_found', message: string) => new SandforgeError(code, message);
 
 /** Wraps anything thrown into a SandforgeError, keeping the original as cause. */
 export function toSandforgeError(err: unknown, fallback: ErrorCode = 'internal'): SandforgeError {

@@ -45,6 +45,7 @@ export const ROUTES = {
   fileMkdir: '/v1/files/mkdir',
   fileRemove: '/v1/files/remove',
   fileRename: '/v1/files/rename',
+  mounts: '/v1/mounts',
 } as const;
 
 /**
@@ -242,8 +243,19 @@ const base64 = str({ min: 1, maxBytes: Math.ceil(MAX_INIT_ENTROPY_BYTES / 3) * 4
 
 /** Signals the host may send to a command. */
 export const SIGNALS = [
-  'SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGKILL', 'SIGTERM', 'SIGUSR1', 'SIGUSR2',
-  'SIGSTOP', 'SIGCONT', 'SIGTSTP', 'SIGWINCH', 'SIGALRM', 'SIGPIPE',
+  'SIGHUP',
+  'SIGINT',
+  'SIGQUIT',
+  'SIGKILL',
+  'SIGTERM',
+  'SIGUSR1',
+  'SIGUSR2',
+  'SIGSTOP',
+  'SIGCONT',
+  'SIGTSTP',
+  'SIGWINCH',
+  'SIGALRM',
+  'SIGPIPE',
 ] as const;
 export type SignalName = (typeof SIGNALS)[number];
 export const signalName = oneOf(SIGNALS);
@@ -655,3 +667,95 @@ export interface RenameRequest {
   to: string;
 }
 export const checkRenameRequest: Check<RenameRequest> = obj({ from: absPath, to: absPath });
+
+// ---------------------------------------------------------------------------
+// Host mounts (9p exports the clone's QEMU points at host folders)
+
+/** Tags of the template's 9p slots; a mount names one of them. */
+export const MOUNT_TAG_RE = /^sf[0-3]$/;
+/** Guest paths a mount may never be, nor sit under (kernel and system trees, the agent's own disk). */
+export const GUEST_MOUNT_FORBIDDEN_UNDER = [
+  '/proc',
+  '/sys',
+  '/dev',
+  '/etc',
+  '/usr',
+  '/bin',
+  '/sbin',
+  '/lib',
+  '/lib32',
+  '/lib64',
+  '/libx32',
+  '/boot',
+  '/run',
+  '/.sandforge',
+] as const;
+/** Guest paths a mount may not replace (below them is fine: /var/data, /root/project). */
+export const GUEST_MOUNT_FORBIDDEN_EXACT = ['/', '/var', '/root', '/home', '/tmp'] as const;
+
+/**
+ * Why `p` is not an acceptable mount point in the guest, or null if it is.
+ * Shared by the host's mount policy and the agent, so both apply the same rule.
+ */
+export function guestMountPathProblem(p: string): string | null {
+  if (typeof p !== 'string' || !p.startsWith('/')) return 'must be an absolute path';
+  if (p.includes('\0')) return 'contains NUL';
+  if (Buffer.byteLength(p) > MAX_PATH_BYTES) return `longer than ${MAX_PATH_BYTES} bytes`;
+  const segs = p.split('/').filter((x) => x !== '');
+  if (segs.some((x) => x === '..')) return "must not contain '..' segments";
+  const norm = normalizeGuestPath(p);
+  if ((GUEST_MOUNT_FORBIDDEN_EXACT as readonly string[]).includes(norm)) return `${norm} is a system path`;
+  for (const root of GUEST_MOUNT_FORBIDDEN_UNDER) {
+    if (norm === root || norm.startsWith(`${root}/`)) return `${root} is a system path`;
+  }
+  return null;
+}
+
+/** `/a//b/./c/` → `/a/b/c` (no `..` handling: callers reject `..`). */
+export function normalizeGuestPath(p: string): string {
+  const segs = p.split('/').filter((x) => x !== '' && x !== '.');
+  return `/${segs.join('/')}`;
+}
+
+const mountGuestPath: Check<string> = (x, path) => {
+  const p = absPath(x, path);
+  const problem = guestMountPathProblem(p);
+  if (problem) fail(path, problem);
+  return normalizeGuestPath(p);
+};
+
+export interface GuestMount {
+  /** 9p mount tag of the slot (sf0..sf3). */
+  tag: string;
+  guest_path: string;
+  read_only: boolean;
+}
+export interface MountRequest {
+  mounts: GuestMount[];
+}
+export const checkGuestMount: Check<GuestMount> = obj({
+  tag: str({ min: 3, maxBytes: 3, pattern: MOUNT_TAG_RE }),
+  guest_path: mountGuestPath,
+  read_only: bool,
+});
+export const checkMountRequest: Check<MountRequest> = (x, path) => {
+  const r = obj({ mounts: arr(checkGuestMount, 4) })(x, path);
+  const tags = new Set<string>();
+  const paths = new Set<string>();
+  r.mounts.forEach((m, i) => {
+    if (tags.has(m.tag)) fail(`${path}.mounts[${i}].tag`, 'duplicate tag');
+    if (paths.has(m.guest_path)) fail(`${path}.mounts[${i}].guest_path`, 'duplicate guest path');
+    tags.add(m.tag);
+    paths.add(m.guest_path);
+  });
+  return r;
+};
+
+export interface MountResponse {
+  mounted: { tag: string; guest_path: string; read_only: boolean }[];
+  duration_ms: number;
+}
+export const checkMountResponse: Check<MountResponse> = obj({
+  mounted: arr(obj({ tag: str({ min: 3, maxBytes: 3, pattern: MOUNT_TAG_RE }), guest_path: absPath, read_only: bool }), 4),
+  duration_ms: nonNegMs,
+});

@@ -98,13 +98,22 @@ export class EventStore {
   append(type: EventType, sandboxId: string | null, data: Record<string, unknown>, endpoints: readonly EndpointRef[]): EventRow {
     const key = sandboxId ?? '';
     const seqRow = this.db
-      .prepare('INSERT INTO event_sequences (sandbox_key, last) VALUES (?, 1) ON CONFLICT(sandbox_key) DO UPDATE SET last = last + 1 RETURNING last')
+      .prepare(
+        'INSERT INTO event_sequences (sandbox_key, last) VALUES (?, 1) ON CONFLICT(sandbox_key) DO UPDATE SET last = last + 1 RETURNING last',
+      )
       .get(key) as { last: number };
     const id = `evt_${randomBytes(12).toString('hex')}`;
     const now = new Date();
     const created_at = now.toISOString();
-    const body = JSON.stringify({ event: type, id, timestamp: created_at, data: { sandbox_id: sandboxId, sequence: seqRow.last, ...data } });
-    const r = this.db.prepare('INSERT INTO events (id, type, sandbox_id, created_at, body) VALUES (?, ?, ?, ?, ?)').run(id, type, sandboxId, created_at, body);
+    const body = JSON.stringify({
+      event: type,
+      id,
+      timestamp: created_at,
+      data: { sandbox_id: sandboxId, sequence: seqRow.last, ...data },
+    });
+    const r = this.db
+      .prepare('INSERT INTO events (id, type, sandbox_id, created_at, body) VALUES (?, ?, ?, ?, ?)')
+      .run(id, type, sandboxId, created_at, body);
     const seq = Number(r.lastInsertRowid);
     const ins = this.db.prepare(
       `INSERT INTO webhook_deliveries (event_seq, endpoint, url, status, max_attempts, next_attempt_at, created_at, updated_at)
@@ -138,7 +147,9 @@ export class EventStore {
   nextDueAt(endpoints: readonly string[]): number | null {
     if (endpoints.length === 0) return null;
     const r = this.db
-      .prepare(`SELECT MIN(next_attempt_at) AS t FROM webhook_deliveries WHERE status = 'pending' AND endpoint IN (${endpoints.map(() => '?').join(',')})`)
+      .prepare(
+        `SELECT MIN(next_attempt_at) AS t FROM webhook_deliveries WHERE status = 'pending' AND endpoint IN (${endpoints.map(() => '?').join(',')})`,
+      )
       .get(...endpoints) as { t: number | null };
     return r.t;
   }
@@ -154,7 +165,16 @@ export class EventStore {
       .run(now, JSON.stringify(names));
   }
 
-  recordAttempt(id: number, patch: { status: WebhookDeliveryStatus; attempts: number; next_attempt_at: number; last_status: number | null; last_error: string | null }): void {
+  recordAttempt(
+    id: number,
+    patch: {
+      status: WebhookDeliveryStatus;
+      attempts: number;
+      next_attempt_at: number;
+      last_status: number | null;
+      last_error: string | null;
+    },
+  ): void {
     const now = new Date().toISOString();
     this.db
       .prepare(
@@ -164,7 +184,10 @@ export class EventStore {
       .run({ ...patch, id, now });
   }
 
-  listDeliveries(q: { status?: WebhookDeliveryStatus; cursor?: number; limit: number }): { deliveries: WebhookDelivery[]; next_cursor: string | null } {
+  listDeliveries(q: { status?: WebhookDeliveryStatus; cursor?: number; limit: number }): {
+    deliveries: WebhookDelivery[];
+    next_cursor: string | null;
+  } {
     const rows = this.db
       .prepare(
         `SELECT d.*, e.id AS event_id, e.type AS event_type FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq
@@ -178,7 +201,9 @@ export class EventStore {
 
   getDelivery(id: number): WebhookDelivery | undefined {
     const r = this.db
-      .prepare('SELECT d.*, e.id AS event_id, e.type AS event_type FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?')
+      .prepare(
+        'SELECT d.*, e.id AS event_id, e.type AS event_type FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.id = ?',
+      )
       .get(id) as DeliveryRaw | undefined;
     return r ? toDelivery(r) : undefined;
   }
@@ -187,7 +212,9 @@ export class EventStore {
   requeue(id: number): void {
     const now = new Date();
     this.db
-      .prepare("UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, last_error = NULL, updated_at = ? WHERE id = ?")
+      .prepare(
+        "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, last_error = NULL, updated_at = ? WHERE id = ?",
+      )
       .run(now.getTime(), now.toISOString(), id);
   }
 
@@ -200,7 +227,10 @@ export class EventStore {
       .run({ ...a, detail: JSON.stringify(a.detail) });
   }
 
-  listAudit(q: { sandbox_id?: string; kind?: string; since?: string; until?: string; cursor?: number; limit: number }): { entries: AuditEntry[]; next_cursor: string | null } {
+  listAudit(q: { sandbox_id?: string; kind?: string; since?: string; until?: string; cursor?: number; limit: number }): {
+    entries: AuditEntry[];
+    next_cursor: string | null;
+  } {
     const rows = this.db
       .prepare(
         `SELECT * FROM audit_log WHERE (@sandbox_id IS NULL OR sandbox_id = @sandbox_id) AND (@kind IS NULL OR kind = @kind)

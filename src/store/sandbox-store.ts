@@ -89,7 +89,10 @@ export class SandboxStore {
       });
   }
 
-  update(id: string, patch: Partial<Pick<SandboxRow, 'status' | 'template_key' | 'vm_dir' | 'qemu_pid' | 'start' | 'message' | 'ended_at'>>): void {
+  update(
+    id: string,
+    patch: Partial<Pick<SandboxRow, 'status' | 'template_key' | 'vm_dir' | 'qemu_pid' | 'start' | 'message' | 'ended_at'>>,
+  ): void {
     const keys = Object.keys(patch) as (keyof typeof patch)[];
     if (keys.length === 0) return;
     const values: Record<string, unknown> = { id };
@@ -104,7 +107,9 @@ export class SandboxStore {
 
   /** Sandboxes that are not over, oldest first. */
   active(): SandboxRow[] {
-    return (this.db.prepare("SELECT * FROM sandboxes WHERE status IN ('creating','running') ORDER BY created_at").all() as Raw[]).map(decode);
+    return (this.db.prepare("SELECT * FROM sandboxes WHERE status IN ('creating','running') ORDER BY created_at").all() as Raw[]).map(
+      decode,
+    );
   }
 
   /** Active sandboxes plus those ended in the last `recentMs`, newest first. */

@@ -4,6 +4,7 @@ import { copyFile, mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentClient } from '../agent-client/index.js';
+import type { GuestMount } from '../shared/protocol.js';
 import { SandforgeError } from '../shared/errors.js';
 import type { Accel } from './accel.js';
 import { buildQemuArgs, type QemuSpec, type ShareSpec } from './qemu-args.js';
@@ -122,11 +123,7 @@ export class MicroVm {
    * Cold boot until the agent answers. Used to build templates; a create
    * request never waits for this when a template exists.
    */
-  static async coldBoot(
-    spec: QemuSpec,
-    files: VmFiles,
-    opts: { dieWithParent: boolean; timeoutMs: number },
-  ): Promise<MicroVm> {
+  static async coldBoot(spec: QemuSpec, files: VmFiles, opts: { dieWithParent: boolean; timeoutMs: number }): Promise<MicroVm> {
     const qemu = QemuProcess.spawn({ args: buildQemuArgs(spec), logFile: files.qemuLog, dieWithParent: opts.dieWithParent });
     return MicroVm.attach(files, qemu, opts.timeoutMs, 'boot');
   }
@@ -135,7 +132,14 @@ export class MicroVm {
   static async restore(
     template: Template,
     files: VmFiles,
-    opts: { dieWithParent: boolean; sandboxId: string; hostname: string; shares?: ShareSpec[] },
+    opts: {
+      dieWithParent: boolean;
+      sandboxId: string;
+      hostname: string;
+      shares?: ShareSpec[];
+      /** Slots the agent mounts after init; `ready` resolves only once they are mounted. */
+      mounts?: GuestMount[];
+    },
   ): Promise<MicroVm> {
     await copyFile(template.overlayPath, files.scratch);
     const spec: QemuSpec = {
@@ -161,6 +165,7 @@ export class MicroVm {
             hostname: opts.hostname,
             sandbox_id: opts.sandboxId,
           });
+          if (opts.mounts?.length) await agent.mount({ mounts: opts.mounts });
           return agent;
         } catch (err) {
           agent.destroy();

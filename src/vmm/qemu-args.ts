@@ -39,14 +39,7 @@ export interface QemuSpec {
 export function buildQemuArgs(s: QemuSpec): string[] {
   const machine = ['microvm', 'x-option-roms=off', 'isa-serial=on', 'rtc=off'];
   if (s.ramFile) machine.push('memory-backend=mem');
-  const args: string[] = [
-    '-nodefaults',
-    '-no-user-config',
-    '-nographic',
-    '-no-reboot',
-    '-M',
-    machine.join(','),
-  ];
+  const args: string[] = ['-nodefaults', '-no-user-config', '-nographic', '-no-reboot', '-M', machine.join(',')];
   if (s.name) args.push('-name', s.name);
   if (s.accel === 'kvm') args.push('-accel', 'kvm', '-cpu', 'host');
   else args.push('-accel', 'tcg,thread=multi', '-cpu', 'max');

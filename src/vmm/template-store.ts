@@ -97,7 +97,9 @@ export class TemplateStore {
       return;
     }
     await Promise.all(
-      names.filter((n) => n.startsWith('.build-') && !pidAlive(Number(n.split('-')[2]))).map((n) => rm(join(this.opts.templatesDir, n), { recursive: true, force: true })),
+      names
+        .filter((n) => n.startsWith('.build-') && !pidAlive(Number(n.split('-')[2])))
+        .map((n) => rm(join(this.opts.templatesDir, n), { recursive: true, force: true })),
     );
   }
 }

@@ -129,7 +129,12 @@ export async function buildTemplate(
 
     const files = { ...vmFiles(join(tmp, 'vm')), scratch };
     await mkdir(files.dir, { mode: 0o700 });
-    const vmOpts: VmOptions = { accel: inputs.accel, cpus: inputs.shape.cpus, memoryMb: inputs.shape.memoryMb, dieWithParent: opts.dieWithParent };
+    const vmOpts: VmOptions = {
+      accel: inputs.accel,
+      cpus: inputs.shape.cpus,
+      memoryMb: inputs.shape.memoryMb,
+      dieWithParent: opts.dieWithParent,
+    };
     const spec = {
       ...MicroVm.spec(vmOpts, inputs.boot, files, spareShares(join(tmp, 'empty')), 'raw'),
       ramFile: { path: join(tmp, 'ram'), share: true },
@@ -140,8 +145,17 @@ export async function buildTemplate(
 
     // Clones get a copy of this empty overlay; its backing path is the final location.
     await run('qemu-img', [
-      'create', '-q', '-f', 'qcow2', '-u', '-F', 'raw', '-b', join(finalDir, 'scratch.raw'),
-      join(tmp, 'scratch-overlay.qcow2'), `${inputs.shape.diskMb}M`,
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-u',
+      '-F',
+      'raw',
+      '-b',
+      join(finalDir, 'scratch.raw'),
+      join(tmp, 'scratch-overlay.qcow2'),
+      `${inputs.shape.diskMb}M`,
     ]);
     await chmod(scratch, 0o444);
     const meta: TemplateMeta = {

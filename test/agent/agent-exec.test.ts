@@ -45,7 +45,10 @@ describe('agent exec (real agent over a unix socket)', () => {
   test('missing program and missing cwd are not_found', async () => {
     await assert.rejects(a.client.run({ argv: ['/no/such/program'] }), (e: SandforgeError) => e.code === 'not_found');
     await assert.rejects(a.client.run({ argv: ['true'], cwd: '/no/such/dir' }), (e: SandforgeError) => e.code === 'not_found');
-    assert.throws(() => a.client.exec({ argv: ['true'], shell: 'true' }), (e: SandforgeError) => e.code === 'invalid_argument');
+    assert.throws(
+      () => a.client.exec({ argv: ['true'], shell: 'true' }),
+      (e: SandforgeError) => e.code === 'invalid_argument',
+    );
   });
 
   test('runs as another user', async () => {
@@ -77,10 +80,13 @@ describe('agent exec (real agent over a unix socket)', () => {
 
   test('exit comes after all output is drained', async () => {
     let bytes = 0;
-    const h = a.client.exec({ shell: 'head -c 3000000 /dev/zero; head -c 1000000 /dev/zero >&2' }, {
-      onStdout: (c) => (bytes += c.length),
-      onStderr: (c) => (bytes += c.length),
-    });
+    const h = a.client.exec(
+      { shell: 'head -c 3000000 /dev/zero; head -c 1000000 /dev/zero >&2' },
+      {
+        onStdout: (c) => (bytes += c.length),
+        onStderr: (c) => (bytes += c.length),
+      },
+    );
     await h.wait();
     assert.equal(bytes, 4_000_000);
   });
@@ -107,9 +113,12 @@ describe('agent exec (real agent over a unix socket)', () => {
     const exit = await h.wait();
     assert.deepEqual([exit.exit_code, exit.signal, exit.timed_out], [null, 'SIGTERM', false]);
     let out = '';
-    const h2 = a.client.exec({ shell: "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.05; done" }, {
-      onStdout: (c) => (out += c.toString()),
-    });
+    const h2 = a.client.exec(
+      { shell: "trap 'echo got-usr1; exit 3' USR1; echo ready; while :; do sleep 0.05; done" },
+      {
+        onStdout: (c) => (out += c.toString()),
+      },
+    );
     await waitFor(() => out.includes('ready'), 5000);
     h2.signal('SIGUSR1');
     const e2 = await h2.wait();

@@ -38,7 +38,11 @@ describe('agent files (real agent over a unix socket)', () => {
     assert.equal(sha(back), sha(data));
     assert.equal(sha(readFileSync(path)), sha(data));
     console.log(`# 50 MB write ${t1 - t0} ms, read ${t2 - t1} ms`);
-    assert.deepEqual(readdirSync(a.dir).filter((n) => n.includes('.sf-')), [], 'temp file left behind');
+    assert.deepEqual(
+      readdirSync(a.dir).filter((n) => n.includes('.sf-')),
+      [],
+      'temp file left behind',
+    );
   });
 
   test('write from a Readable stream, mode, mkdirs, overwrite keeps mode', async () => {
@@ -75,7 +79,10 @@ describe('agent files (real agent over a unix socket)', () => {
     assert.ok(Math.abs(st.mtime_ms - Date.now()) < 60_000);
     const ls = await a.client.listDir(join(a.dir, 'tree/a'));
     assert.equal(ls.truncated, false);
-    assert.deepEqual(ls.entries.map((e) => [e.name, e.type]), [['b', 'dir']]);
+    assert.deepEqual(
+      ls.entries.map((e) => [e.name, e.type]),
+      [['b', 'dir']],
+    );
     await a.client.rename(join(d, 'f.txt'), join(d, 'g.txt'));
     assert.ok(existsSync(join(d, 'g.txt')) && !existsSync(join(d, 'f.txt')));
     await assert.rejects(a.client.rename(join(d, 'f.txt'), join(d, 'h.txt')), code('not_found'));

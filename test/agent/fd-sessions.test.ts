@@ -209,7 +209,10 @@ describe('fd session transport (FIFO stand-in for the virtio-serial port)', () =
 
   test('finds the port by name under /sys/class/virtio-ports', () => {
     const ports = join(dir, 'ports');
-    for (const [d, name] of [['vport0p1', 'org.qemu.guest_agent.0'], ['vport0p2', 'sandforge.agent']] as const) {
+    for (const [d, name] of [
+      ['vport0p1', 'org.qemu.guest_agent.0'],
+      ['vport0p2', 'sandforge.agent'],
+    ] as const) {
       mkdirSync(join(ports, d), { recursive: true });
       writeFileSync(join(ports, d, 'name'), `${name}\n`);
     }

@@ -43,10 +43,12 @@ describe('host client against a hostile agent', () => {
     s.respond({ ':status': status, 'content-type': 'application/json' });
     s.end(typeof body === 'string' ? body : JSON.stringify(body));
   };
-  const frames = (...fs: (AgentFrame | Buffer)[]) => (s: ServerHttp2Stream) => {
-    s.respond({ ':status': 200, 'content-type': EXEC_CONTENT_TYPE });
-    s.end(Buffer.concat(fs.map((f) => (Buffer.isBuffer(f) ? f : encodeAgentFrame(f)))));
-  };
+  const frames =
+    (...fs: (AgentFrame | Buffer)[]) =>
+    (s: ServerHttp2Stream) => {
+      s.respond({ ':status': 200, 'content-type': EXEC_CONTENT_TYPE });
+      s.end(Buffer.concat(fs.map((f) => (Buffer.isBuffer(f) ? f : encodeAgentFrame(f)))));
+    };
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'sf-hostile-'));
@@ -99,11 +101,27 @@ describe('host client against a hostile agent', () => {
       ['unknown frame type', frames(started, Buffer.from([0x99, 0, 0, 0, 0])), 'agent_error'],
       ['oversized frame header', frames(started, Buffer.from([FrameType.stdout, 0x7f, 0xff, 0xff, 0xff])), 'agent_error'],
       ['stdout before started', frames({ type: 'stdout', data: Buffer.from('x') }), 'agent_error'],
-      ['exit before started', frames({ type: 'exit', exit: { exit_code: 0, signal: null, timed_out: false, duration_ms: 1 } }), 'agent_error'],
+      [
+        'exit before started',
+        frames({ type: 'exit', exit: { exit_code: 0, signal: null, timed_out: false, duration_ms: 1 } }),
+        'agent_error',
+      ],
       ['two started', frames(started, started), 'agent_error'],
-      ['exit code 300', frames(started, rawFrame(FrameType.exit, '{"exit_code":300,"signal":null,"timed_out":false,"duration_ms":1}')), 'agent_error'],
-      ['exit with extra field', frames(started, rawFrame(FrameType.exit, '{"exit_code":0,"signal":null,"timed_out":false,"duration_ms":1,"x":1}')), 'agent_error'],
-      ['frames after exit', frames(started, { type: 'exit', exit: { exit_code: 0, signal: null, timed_out: false, duration_ms: 1 } }, started), 'ok'],
+      [
+        'exit code 300',
+        frames(started, rawFrame(FrameType.exit, '{"exit_code":300,"signal":null,"timed_out":false,"duration_ms":1}')),
+        'agent_error',
+      ],
+      [
+        'exit with extra field',
+        frames(started, rawFrame(FrameType.exit, '{"exit_code":0,"signal":null,"timed_out":false,"duration_ms":1,"x":1}')),
+        'agent_error',
+      ],
+      [
+        'frames after exit',
+        frames(started, { type: 'exit', exit: { exit_code: 0, signal: null, timed_out: false, duration_ms: 1 } }, started),
+        'ok',
+      ],
       ['ends without exit', frames(started, { type: 'stdout', data: Buffer.from('x') }), 'agent_error'],
       ['ends inside a frame', frames(started, Buffer.from([FrameType.stdout, 0, 0, 0, 9, 1, 2])), 'agent_error'],
       ['wrong content type', json(200, {}), 'agent_error'],
@@ -131,16 +149,16 @@ describe('host client against a hostile agent', () => {
     behave = { '/v1/files/stat': json(200, { name: '../../etc', type: 'file', size: 1, mode: 0o644, mtime_ms: 1 }) };
     await assert.rejects(c.stat('/x'), code('agent_error'));
     behave = { '/v1/files/stat': json(404, { error: { code: 'not_found', message: 'gone\u001b[31mred\r\n' } }) };
-    await assert.rejects(c.stat('/x'), (e: unknown) => e instanceof SandforgeError && e.code === 'not_found' && !/[\u0000-\u001f]/.test(e.message));
+    await assert.rejects(
+      c.stat('/x'),
+      (e: unknown) => e instanceof SandforgeError && e.code === 'not_found' && !/[\u0000-\u001f]/.test(e.message),
+    );
     behave = { '/v1/files/write': json(200, { bytes_written: 1 }) };
     await assert.rejects(c.writeFile('/x', Buffer.from('hello')), code('agent_error'));
     behave = { '/v1/files/read': (s) => s.respond({ ':status': 200 }) }; // never ends the body: idle timeout
     const r = await c.readFile('/x');
     c.destroy();
-    await assert.rejects(
-      new Promise((resolve, reject) => r.on('error', reject).on('end', resolve).resume()),
-      code('agent_unavailable'),
-    );
+    await assert.rejects(new Promise((resolve, reject) => r.on('error', reject).on('end', resolve).resume()), code('agent_unavailable'));
   });
 
   test('connect retries while the VM boots: silent socket, then the real agent', async () => {

@@ -137,9 +137,17 @@ describe('validators', () => {
 
   test('exit and list responses', () => {
     assert.ok(checkExecExit({ exit_code: 0, signal: null, timed_out: false, duration_ms: 0 }, 'e'));
-    rejects(() => checkFileListResponse({ entries: [{ name: 'a/b', type: 'file', size: 1, mode: 0o644, mtime_ms: 1 }], truncated: false }, 'l'));
-    rejects(() => checkFileListResponse({ entries: [{ name: 'a', type: 'socket', size: 1, mode: 0o644, mtime_ms: 1 }], truncated: false }, 'l'));
-    rejects(() => checkFileListResponse({ entries: [{ name: 'a', type: 'file', size: -1, mode: 0o644, mtime_ms: 1 }], truncated: false }, 'l'));
-    rejects(() => checkFileListResponse({ entries: [{ name: 'a', type: 'file', size: 1, mode: 0o70000, mtime_ms: 1 }], truncated: false }, 'l'));
+    rejects(() =>
+      checkFileListResponse({ entries: [{ name: 'a/b', type: 'file', size: 1, mode: 0o644, mtime_ms: 1 }], truncated: false }, 'l'),
+    );
+    rejects(() =>
+      checkFileListResponse({ entries: [{ name: 'a', type: 'socket', size: 1, mode: 0o644, mtime_ms: 1 }], truncated: false }, 'l'),
+    );
+    rejects(() =>
+      checkFileListResponse({ entries: [{ name: 'a', type: 'file', size: -1, mode: 0o644, mtime_ms: 1 }], truncated: false }, 'l'),
+    );
+    rejects(() =>
+      checkFileListResponse({ entries: [{ name: 'a', type: 'file', size: 1, mode: 0o70000, mtime_ms: 1 }], truncated: false }, 'l'),
+    );
   });
 });

@@ -8,13 +8,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { performance } from 'node:perf_hooks';
 import { AgentContext } from '../../agent/context.js';
-import {
-  HELPER_PY,
-  HELPER_PYTHONS,
-  HelperUnavailable,
-  SystemHelper,
-  type HelperInitRequest,
-} from '../../agent/services/system-helper.js';
+import { HELPER_PY, HELPER_PYTHONS, HelperUnavailable, SystemHelper, type HelperInitRequest } from '../../agent/services/system-helper.js';
 import { applyInit, currentSystemHelper, privilegedInit, type PrivilegedInit } from '../../agent/services/system-setup.js';
 import { checkInitResponse } from '../../src/shared/protocol.js';
 import { pidGone, waitFor } from './helpers.js';
@@ -164,7 +158,10 @@ describe('SystemHelper client', () => {
     try {
       await h.whenReady();
       const pid = h.pid;
-      await assert.rejects(h.init(req({ hostname: 'bad_host' })), (e: unknown) => e instanceof HelperUnavailable && /invalid hostname/.test(e.message));
+      await assert.rejects(
+        h.init(req({ hostname: 'bad_host' })),
+        (e: unknown) => e instanceof HelperUnavailable && /invalid hostname/.test(e.message),
+      );
       assert.equal(h.pid, pid);
     } finally {
       h.stop();
@@ -179,7 +176,10 @@ describe('SystemHelper client', () => {
   });
 
   test('a helper that does not answer times out, is killed, and is restarted on the next request', async () => {
-    const hang = fakeHelper('hang', `process.stdout.write('{"ready":true}\\n'); process.stdin.on('data', () => {}); setInterval(() => {}, 1e6);`);
+    const hang = fakeHelper(
+      'hang',
+      `process.stdout.write('{"ready":true}\\n'); process.stdin.on('data', () => {}); setInterval(() => {}, 1e6);`,
+    );
     const h = new SystemHelper({ command: hang, requestTimeoutMs: 300 });
     try {
       assert.equal(await h.whenReady(), true);
@@ -284,7 +284,10 @@ describe('privilegedInit: helper first, spawn fallback otherwise', () => {
   });
 
   test('helper timed out: fallback with a warning', async () => {
-    const hang = fakeHelper('hang2', `process.stdout.write('{"ready":true}\\n'); process.stdin.on('data', () => {}); setInterval(() => {}, 1e6);`);
+    const hang = fakeHelper(
+      'hang2',
+      `process.stdout.write('{"ready":true}\\n'); process.stdin.on('data', () => {}); setInterval(() => {}, 1e6);`,
+    );
     const h = new SystemHelper({ command: hang, requestTimeoutMs: 200 });
     const { calls, fallback } = recordingFallback();
     try {

@@ -9,7 +9,15 @@ import { runCli } from '../helpers/env.js';
 const dir = mkdtempSync(join(tmpdir(), 'sf-doctor-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function host(o: { vendor?: string; product?: string; kvm?: boolean; groups?: string; unit?: boolean; site?: boolean; env?: number }): HostPaths {
+function host(o: {
+  vendor?: string;
+  product?: string;
+  kvm?: boolean;
+  groups?: string;
+  unit?: boolean;
+  site?: boolean;
+  env?: number;
+}): HostPaths {
   const d = mkdtempSync(join(dir, 'h-'));
   mkdirSync(join(d, 'dmi'));
   if (o.vendor) writeFileSync(join(d, 'dmi/sys_vendor'), o.vendor + '\n');
@@ -22,13 +30,23 @@ function host(o: { vendor?: string; product?: string; kvm?: boolean; groups?: st
     writeFileSync(join(d, 'env'), 'SANDFORGE_TOKEN=x\n');
     chmodSync(join(d, 'env'), o.env);
   }
-  return { kvm: join(d, 'kvm'), dmiDir: join(d, 'dmi'), groupFile: join(d, 'group'), unit: join(d, 'unit'), nginxSite: join(d, 'site'), envFile: join(d, 'env') };
+  return {
+    kvm: join(d, 'kvm'),
+    dmiDir: join(d, 'dmi'),
+    groupFile: join(d, 'group'),
+    unit: join(d, 'unit'),
+    nginxSite: join(d, 'site'),
+    envFile: join(d, 'env'),
+  };
 }
 const byName = (r: ReturnType<typeof deploymentChecks>) => Object.fromEntries(r.map((c) => [c.name, c]));
 const alice = { name: 'alice', uid: 1000, gids: [1000] };
 
 test('detectCloud reads DMI', () => {
-  assert.deepEqual(detectCloud(host({ vendor: 'Google', product: 'Google Compute Engine' }).dmiDir), { provider: 'gcp', instance: 'Google Compute Engine' });
+  assert.deepEqual(detectCloud(host({ vendor: 'Google', product: 'Google Compute Engine' }).dmiDir), {
+    provider: 'gcp',
+    instance: 'Google Compute Engine',
+  });
   assert.deepEqual(detectCloud(host({ vendor: 'Amazon EC2', product: 'c6i.xlarge' }).dmiDir), { provider: 'aws', instance: 'c6i.xlarge' });
   assert.equal(detectCloud(host({ vendor: 'QEMU', product: 'Standard PC' }).dmiDir), null);
 });
@@ -56,7 +74,9 @@ test('kvm group, unit, nginx site, token file', () => {
   assert.equal(noGroup['kvm group']!.status, 'warn');
   assert.match(noGroup['kvm group']!.detail, /no kvm group/);
 
-  const full = byName(deploymentChecks(host({ kvm: true, groups: 'kvm:x:995:alice,sandforge\n', unit: true, site: true, env: 0o640 }), alice));
+  const full = byName(
+    deploymentChecks(host({ kvm: true, groups: 'kvm:x:995:alice,sandforge\n', unit: true, site: true, env: 0o640 }), alice),
+  );
   assert.equal(full['kvm group']!.status, 'ok');
   assert.equal(full['systemd unit']!.status, 'ok');
   assert.equal(full['nginx site']!.status, 'ok');
@@ -70,7 +90,8 @@ test('sandforge doctor --json lists the deployment checks', async () => {
   const r = await runCli(['doctor', '--json']);
   const j = JSON.parse(r.stdout) as { ok: boolean; checks: { name: string; status: string }[] };
   const names = j.checks.map((c) => c.name);
-  for (const n of ['acceleration', 'kvm group', 'systemd unit', 'nginx site']) assert.ok(names.includes(n), `${n} missing from ${names.join(', ')}`);
+  for (const n of ['acceleration', 'kvm group', 'systemd unit', 'nginx site'])
+    assert.ok(names.includes(n), `${n} missing from ${names.join(', ')}`);
   assert.ok(j.checks.every((c) => ['ok', 'info', 'warn', 'fail'].includes(c.status)));
   assert.equal(r.code, j.ok ? 0 : 1);
 });

@@ -28,8 +28,21 @@ export async function selfSignedCert(dir: string): Promise<{ cert: string; key: 
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
   await execFileP('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2',
-    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+    '-days',
+    '2',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
   ]);
   return { cert, key };
 }
@@ -73,7 +86,10 @@ export class NginxProcess {
     ({ cert: this.cert, key: this.key } = await selfSignedCert(this.dir));
     this.port = await freePort();
     const site = rewriteSite(readFileSync(join(DEPLOY, 'nginx/sandforge.conf'), 'utf8'), {
-      port: this.port, cert: this.cert, key: this.key, upstreamPort,
+      port: this.port,
+      cert: this.cert,
+      key: this.key,
+      upstreamPort,
     });
     writeFileSync(join(this.dir, 'sandforge.conf'), site);
     for (const d of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'logs']) mkdirSync(join(this.dir, d), { recursive: true });

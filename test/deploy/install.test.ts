@@ -11,14 +11,25 @@ import { DEPLOY, execFileP } from './helpers.js';
 const skip =
   process.getuid?.() !== 0 ? 'needs root' : process.env.SANDFORGE_TEST_INSTALL === '0' ? 'SANDFORGE_TEST_INSTALL=0' : imageSkipReason();
 
-const PATHS = ['/var/lib/sandforge', '/var/lib/sandforge/images', '/var/lib/sandforge/state', '/etc/sandforge', '/etc/sandforge/sandforge.env', '/etc/systemd/system/sandforge.service', '/opt/sandforge', '/usr/local/bin/sandforge'];
+const PATHS = [
+  '/var/lib/sandforge',
+  '/var/lib/sandforge/images',
+  '/var/lib/sandforge/state',
+  '/etc/sandforge',
+  '/etc/sandforge/sandforge.env',
+  '/etc/systemd/system/sandforge.service',
+  '/opt/sandforge',
+  '/usr/local/bin/sandforge',
+];
 
 async function snapshot(): Promise<string> {
   const { stdout } = await execFileP('stat', ['-c', '%n %U:%G %a %F', ...PATHS]);
   const user = (await execFileP('id', ['sandforge'])).stdout;
   const passwd = (await execFileP('getent', ['passwd', 'sandforge'])).stdout;
   const groups = (await execFileP('getent', ['group', 'sandforge', 'kvm'])).stdout;
-  const count = readFileSync('/etc/passwd', 'utf8').split('\n').filter((l) => l.startsWith('sandforge:')).length;
+  const count = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('sandforge:')).length;
   return [stdout, user, passwd, groups, `passwd entries: ${count}`, readFileSync('/etc/sandforge/sandforge.env', 'utf8')].join('\n');
 }
 
@@ -48,7 +59,8 @@ test('deploy/install.sh twice: same state, then doctor passes', { skip, timeout:
   const j = JSON.parse(doc.stdout) as { ok: boolean; checks: { name: string; status: string; detail: string }[] };
   assert.equal(j.ok, true, doc.stdout);
   const by = Object.fromEntries(j.checks.map((c) => [c.name, c]));
-  for (const n of ['acceleration', 'qemu', 'images', 'permissions', 'disk', 'kvm group', 'systemd unit', 'nginx site', 'token file']) assert.ok(by[n], `doctor lacks ${n}`);
+  for (const n of ['acceleration', 'qemu', 'images', 'permissions', 'disk', 'kvm group', 'systemd unit', 'nginx site', 'token file'])
+    assert.ok(by[n], `doctor lacks ${n}`);
   assert.equal(by['systemd unit']!.status, 'ok');
   assert.equal(by['token file']!.status, 'ok');
   assert.equal(by['images']!.status, 'ok');

@@ -40,7 +40,15 @@ describe('the shipped nginx site in front of a real supervisor', { skip }, () =>
     assert.equal(created.status, 201, created.text);
     const id = created.body.id as string;
 
-    const ex = await curl([...tls(), ...auth(), '-H', 'content-type: application/json', '-d', JSON.stringify({ command: 'echo via-proxy; exit 4' }), `${nginx.url}/v1/sandboxes/${id}/execute`]);
+    const ex = await curl([
+      ...tls(),
+      ...auth(),
+      '-H',
+      'content-type: application/json',
+      '-d',
+      JSON.stringify({ command: 'echo via-proxy; exit 4' }),
+      `${nginx.url}/v1/sandboxes/${id}/execute`,
+    ]);
     assert.equal(ex.status, 200, ex.text);
     assert.equal(ex.body.exit_code, 4);
     assert.equal(ex.body.stdout, 'via-proxy\n');
@@ -50,7 +58,11 @@ describe('the shipped nginx site in front of a real supervisor', { skip }, () =>
     const firstAt = await new Promise<{ first: number; lines: any[] }>((resolve, reject) => {
       const req = httpsRequest(
         `${nginx.url}/v1/sandboxes/${id}/execute`,
-        { method: 'POST', ca: readFileSync(nginx.cert), headers: { authorization: `Bearer ${sup.token}`, 'content-type': 'application/json', accept: 'application/x-ndjson' } },
+        {
+          method: 'POST',
+          ca: readFileSync(nginx.cert),
+          headers: { authorization: `Bearer ${sup.token}`, 'content-type': 'application/json', accept: 'application/x-ndjson' },
+        },
         (res) => {
           let first = 0;
           let buf = '';
@@ -59,7 +71,15 @@ describe('the shipped nginx site in front of a real supervisor', { skip }, () =>
             if (!first && c.includes('"stdout"')) first = Date.now() - t0;
             buf += c;
           });
-          res.on('end', () => resolve({ first, lines: buf.trim().split('\n').map((l) => JSON.parse(l)) }));
+          res.on('end', () =>
+            resolve({
+              first,
+              lines: buf
+                .trim()
+                .split('\n')
+                .map((l) => JSON.parse(l)),
+            }),
+          );
           res.on('error', reject);
         },
       );
@@ -68,13 +88,26 @@ describe('the shipped nginx site in front of a real supervisor', { skip }, () =>
     });
     const total = Date.now() - t0;
     assert.equal(firstAt.lines.at(-1).type, 'exit');
-    assert.ok(firstAt.first > 0 && firstAt.first < total - 2500, `first stdout at ${firstAt.first} ms of ${total} ms: output is being buffered`);
+    assert.ok(
+      firstAt.first > 0 && firstAt.first < total - 2500,
+      `first stdout at ${firstAt.first} ms of ${total} ms: output is being buffered`,
+    );
 
     // Uploads above nginx's default 1 MiB client_max_body_size go through.
     const blob = randomBytes(3 * 1024 * 1024);
     const file = join(nginx.dir, 'upload.bin');
     writeFileSync(file, blob);
-    const put = await curl([...tls(), ...auth(), '-X', 'PUT', '-H', 'content-type: application/octet-stream', '--data-binary', `@${file}`, `${nginx.url}/v1/sandboxes/${id}/files?path=/tmp/up.bin`]);
+    const put = await curl([
+      ...tls(),
+      ...auth(),
+      '-X',
+      'PUT',
+      '-H',
+      'content-type: application/octet-stream',
+      '--data-binary',
+      `@${file}`,
+      `${nginx.url}/v1/sandboxes/${id}/files?path=/tmp/up.bin`,
+    ]);
     assert.equal(put.status, 200, put.text);
     assert.equal(put.body.size, blob.length);
 
@@ -98,7 +131,10 @@ describe('the shipped nginx site in front of a real supervisor', { skip }, () =>
     ws.send(JSON.stringify({ type: 'stdin', data: Buffer.from('from-ws\n').toString('base64') }));
     ws.send(JSON.stringify({ type: 'stdin_close' }));
     assert.equal(await closed, 1000);
-    const out = msgs.filter((m) => m.type === 'stdout').map((m) => Buffer.from(m.data, 'base64').toString()).join('');
+    const out = msgs
+      .filter((m) => m.type === 'stdout')
+      .map((m) => Buffer.from(m.data, 'base64').toString())
+      .join('');
     const { createHash } = await import('node:crypto');
     assert.equal(out, `${createHash('sha256').update(blob).digest('hex').slice(0, 16)}\nfrom-ws\n`);
     assert.deepEqual({ type: msgs.at(-1).type, exit_code: msgs.at(-1).exit_code }, { type: 'exit', exit_code: 0 });
@@ -154,7 +190,18 @@ describe('the shipped nginx site: Connection header sent upstream', () => {
     assert.equal(plain.status, 200);
     const plain2 = await curl(['--cacert', nginx.cert, '--interface', '127.0.0.9', `${nginx.url}/v1/plain-h2`]);
     assert.equal(plain2.status, 200);
-    await curl(['--cacert', nginx.cert, '--interface', '127.0.0.9', '--http1.1', '-H', 'Upgrade: websocket', '-H', 'Connection: Upgrade', `${nginx.url}/v1/up`]);
+    await curl([
+      '--cacert',
+      nginx.cert,
+      '--interface',
+      '127.0.0.9',
+      '--http1.1',
+      '-H',
+      'Upgrade: websocket',
+      '-H',
+      'Connection: Upgrade',
+      `${nginx.url}/v1/up`,
+    ]);
     const byUrl = Object.fromEntries(seen.map((s) => [s.url, s]));
     for (const u of ['/v1/plain', '/v1/plain-h2']) {
       const h = byUrl[u]!.headers;

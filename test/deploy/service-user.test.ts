@@ -12,11 +12,27 @@ const skip = process.getuid?.() !== 0 ? 'needs root (creates the sandforge user,
 
 /** The same user/groups deploy/install.sh creates, if it has not run on this machine. */
 async function ensureServiceUser(): Promise<void> {
-  const has = (db: string, k: string) => execFileP('getent', [db, k]).then(() => true, () => false);
+  const has = (db: string, k: string) =>
+    execFileP('getent', [db, k]).then(
+      () => true,
+      () => false,
+    );
   if (!(await has('group', 'kvm'))) await execFileP('groupadd', ['--system', 'kvm']);
   if (!(await has('group', 'sandforge'))) await execFileP('groupadd', ['--system', 'sandforge']);
   if (!(await has('passwd', 'sandforge'))) {
-    await execFileP('useradd', ['--system', '--gid', 'sandforge', '--groups', 'kvm', '--home-dir', '/var/lib/sandforge', '--no-create-home', '--shell', '/usr/sbin/nologin', 'sandforge']);
+    await execFileP('useradd', [
+      '--system',
+      '--gid',
+      'sandforge',
+      '--groups',
+      'kvm',
+      '--home-dir',
+      '/var/lib/sandforge',
+      '--no-create-home',
+      '--shell',
+      '/usr/sbin/nologin',
+      'sandforge',
+    ]);
   }
 }
 
@@ -57,8 +73,29 @@ describe('the supervisor as the unprivileged sandforge user', { skip }, () => {
     // The agent disk is built on first use by the service user itself (images/.agents).
     child = spawn(
       'runuser',
-      ['-u', 'sandforge', '-g', 'kvm', '-G', 'sandforge', '--', process.execPath, CLI, 'supervisor', '--port', String(port), '--host', '127.0.0.1',
-        '--images', images, '--data', join(dir, 'state'), '--token-file', join(etc, 'token'), '--destroy-on-exit'],
+      [
+        '-u',
+        'sandforge',
+        '-g',
+        'kvm',
+        '-G',
+        'sandforge',
+        '--',
+        process.execPath,
+        CLI,
+        'supervisor',
+        '--port',
+        String(port),
+        '--host',
+        '127.0.0.1',
+        '--images',
+        images,
+        '--data',
+        join(dir, 'state'),
+        '--token-file',
+        join(etc, 'token'),
+        '--destroy-on-exit',
+      ],
       { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/var/lib/sandforge' }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     child.stdout!.on('data', (b: Buffer) => (log += b.toString()));
@@ -88,7 +125,14 @@ describe('the supervisor as the unprivileged sandforge user', { skip }, () => {
     const created = await curl([...auth(), '-H', 'content-type: application/json', '-d', '{}', `http://127.0.0.1:${port}/v1/sandboxes`]);
     assert.equal(created.status, 201, `${created.text}\n${log.slice(-3000)}`);
     const id = created.body.id as string;
-    const ex = await curl([...auth(), '-H', 'content-type: application/json', '-d', '{"command":"echo inside; uname -r"}', `http://127.0.0.1:${port}/v1/sandboxes/${id}/execute`]);
+    const ex = await curl([
+      ...auth(),
+      '-H',
+      'content-type: application/json',
+      '-d',
+      '{"command":"echo inside; uname -r"}',
+      `http://127.0.0.1:${port}/v1/sandboxes/${id}/execute`,
+    ]);
     assert.equal(ex.status, 200, ex.text);
     assert.match(ex.body.stdout, /^inside\n/);
 

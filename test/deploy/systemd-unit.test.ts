@@ -21,24 +21,28 @@ function directives(text: string): Map<string, string[]> {
   return m;
 }
 
-test('deploy/sandforge.service: systemd-analyze verify passes', { skip: existsSync('/usr/bin/systemd-analyze') ? false : 'no systemd-analyze' }, async () => {
-  // verify checks that ExecStart's binary exists. When install.sh has not run here,
-  // /usr/local/bin/sandforge does not exist, so a copy whose ExecStart points at this
-  // checkout's bin/sandforge is verified instead (the only line that differs).
-  const dir = mkdtempSync(join(tmpdir(), 'sf-unit-'));
-  try {
-    let path = UNIT;
-    if (!existsSync(INSTALLED_BIN)) {
-      path = join(dir, 'sandforge.service');
-      writeFileSync(path, readFileSync(UNIT, 'utf8').replace(`ExecStart=${INSTALLED_BIN} `, `ExecStart=${CLI} `));
+test(
+  'deploy/sandforge.service: systemd-analyze verify passes',
+  { skip: existsSync('/usr/bin/systemd-analyze') ? false : 'no systemd-analyze' },
+  async () => {
+    // verify checks that ExecStart's binary exists. When install.sh has not run here,
+    // /usr/local/bin/sandforge does not exist, so a copy whose ExecStart points at this
+    // checkout's bin/sandforge is verified instead (the only line that differs).
+    const dir = mkdtempSync(join(tmpdir(), 'sf-unit-'));
+    try {
+      let path = UNIT;
+      if (!existsSync(INSTALLED_BIN)) {
+        path = join(dir, 'sandforge.service');
+        writeFileSync(path, readFileSync(UNIT, 'utf8').replace(`ExecStart=${INSTALLED_BIN} `, `ExecStart=${CLI} `));
+      }
+      const r = await execFileP('systemd-analyze', ['verify', path]).catch((e: { stderr: string; code: number }) => e);
+      assert.equal('code' in r ? r.code : 0, 0, `systemd-analyze verify ${path}: ${'stderr' in r ? r.stderr : ''}`);
+      assert.equal(r.stderr.trim(), '', r.stderr);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
-    const r = await execFileP('systemd-analyze', ['verify', path]).catch((e: { stderr: string; code: number }) => e);
-    assert.equal('code' in r ? r.code : 0, 0, `systemd-analyze verify ${path}: ${'stderr' in r ? r.stderr : ''}`);
-    assert.equal(r.stderr.trim(), '', r.stderr);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  },
+);
 
 test('deploy/sandforge.service: the settings the deployment relies on', () => {
   const d = directives(readFileSync(UNIT, 'utf8'));

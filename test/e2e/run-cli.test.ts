@@ -11,7 +11,11 @@ const skip = imageSkipReason();
 describe('sandforge run', { skip }, () => {
   const assertClean = async () => {
     // A VM's files and process go away with the run; allow a moment for the kernel to reap.
-    await waitFor('no VM leftovers', () => vmLeftovers(SHARED_DATA_DIR, 'runs').length === 0 && qemuProcesses(`${SHARED_DATA_DIR}/runs/`).length === 0, 10_000);
+    await waitFor(
+      'no VM leftovers',
+      () => vmLeftovers(SHARED_DATA_DIR, 'runs').length === 0 && qemuProcesses(`${SHARED_DATA_DIR}/runs/`).length === 0,
+      10_000,
+    );
   };
 
   before(async () => {
@@ -53,10 +57,13 @@ describe('sandforge run', { skip }, () => {
   test('a 50 MB random file goes in and comes back byte-identical', async () => {
     const data = randomBytes(50 * 1024 * 1024);
     const sha = createHash('sha256').update(data).digest('hex');
-    const r = await runCli(['run', '--timeout', '600', '--', 'sh', '-c', 'cat > /tmp/blob && sha256sum /tmp/blob | cut -d" " -f1 && stat -c %s /tmp/blob'], {
-      input: data,
-      timeoutMs: 600_000,
-    });
+    const r = await runCli(
+      ['run', '--timeout', '600', '--', 'sh', '-c', 'cat > /tmp/blob && sha256sum /tmp/blob | cut -d" " -f1 && stat -c %s /tmp/blob'],
+      {
+        input: data,
+        timeoutMs: 600_000,
+      },
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(r.stdout.trim().split('\n'), [sha, String(data.length)]);
   });

@@ -46,7 +46,14 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
   });
 
   test('documented calls with curl: create → list → execute → delete', async () => {
-    const created = await curl([...auth(), '-H', 'content-type: application/json', '-d', '{"cpu":2,"memory_mb":1024,"network":"offline"}', `${sup.url}/v1/sandboxes`]);
+    const created = await curl([
+      ...auth(),
+      '-H',
+      'content-type: application/json',
+      '-d',
+      '{"cpu":2,"memory_mb":1024,"network":"offline"}',
+      `${sup.url}/v1/sandboxes`,
+    ]);
     assert.equal(created.status, 201, JSON.stringify(created.body));
     const sb = created.body;
     assert.match(sb.id, /^sb_[0-9a-f]{20}$/);
@@ -61,8 +68,11 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
     assert.ok(Array.isArray(list.body) && list.body.some((s: { id: string }) => s.id === sb.id));
 
     const ex = await curl([
-      ...auth(), '-H', 'content-type: application/json',
-      '-d', JSON.stringify({ command: 'echo out; echo err >&2; echo $FOO; exit 3', timeout_seconds: 30, env: { FOO: 'bar' } }),
+      ...auth(),
+      '-H',
+      'content-type: application/json',
+      '-d',
+      JSON.stringify({ command: 'echo out; echo err >&2; echo $FOO; exit 3', timeout_seconds: 30, env: { FOO: 'bar' } }),
       `${sup.url}/v1/sandboxes/${sb.id}/execute`,
     ]);
     assert.equal(ex.status, 200, JSON.stringify(ex.body));
@@ -118,7 +128,8 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
   });
 
   test('bad input gets 400/404/413/501 with {error: {code, message}}', async () => {
-    const post = (path: string, data: string) => curl([...auth(), '-H', 'content-type: application/json', '--data-binary', data, `${sup.url}${path}`]);
+    const post = (path: string, data: string) =>
+      curl([...auth(), '-H', 'content-type: application/json', '--data-binary', data, `${sup.url}${path}`]);
     const cases: [Promise<{ status: number; body: any }>, number, string, RegExp][] = [
       [post('/v1/sandboxes', '{"cpu": 2,'), 400, 'bad_request', /malformed JSON/],
       [post('/v1/sandboxes', '{"cpus": 2}'), 400, 'invalid_argument', /unknown field "cpus"/],
@@ -179,7 +190,10 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
       await a.files.mkdir('/root/d/e');
       await a.files.write('/root/d/e/hello.txt', 'hello');
       const entries = await a.files.list('/root/d/e');
-      assert.deepEqual(entries.map((e) => [e.name, e.type, e.size]), [['hello.txt', 'file', 5]]);
+      assert.deepEqual(
+        entries.map((e) => [e.name, e.type, e.size]),
+        [['hello.txt', 'file', 5]],
+      );
       await a.files.rename('/root/d/e/hello.txt', '/root/d/hi.txt');
       assert.equal((await a.files.stat('/root/d/hi.txt')).size, 5);
       await a.files.remove('/root/d', { recursive: true });
@@ -213,8 +227,15 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
         body: JSON.stringify({ command: ['sh', '-c', 'echo one; echo two >&2; exit 4'] }),
       });
       assert.equal(r.status, 200);
-      const lines = (await r.text()).trim().split('\n').map((l) => JSON.parse(l));
-      const text = (t: string) => lines.filter((l) => l.type === t).map((l) => Buffer.from(l.data, 'base64').toString()).join('');
+      const lines = (await r.text())
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
+      const text = (t: string) =>
+        lines
+          .filter((l) => l.type === t)
+          .map((l) => Buffer.from(l.data, 'base64').toString())
+          .join('');
       assert.equal(text('stdout'), 'one\n');
       assert.equal(text('stderr'), 'two\n');
       assert.deepEqual({ ...lines.at(-1), duration_ms: 0 }, { type: 'exit', exit_code: 4, signal: null, timed_out: false, duration_ms: 0 });

@@ -33,12 +33,15 @@ describe('a hanging or failing receiver never slows the API; dead letters and re
     const hangPort = await hang.listen();
     const failPort = await failing.listen();
     const config = join(withHooks.dataDir, 'webhooks.json');
-    writeFileSync(config, JSON.stringify({
-      endpoints: [
-        { name: 'hang', url: `http://127.0.0.1:${hangPort}/`, secret },
-        { name: 'fail', url: `http://127.0.0.1:${failPort}/`, secret, events: ['security.*'], max_attempts: 2 },
-      ],
-    }));
+    writeFileSync(
+      config,
+      JSON.stringify({
+        endpoints: [
+          { name: 'hang', url: `http://127.0.0.1:${hangPort}/`, secret },
+          { name: 'fail', url: `http://127.0.0.1:${failPort}/`, secret, events: ['security.*'], max_attempts: 2 },
+        ],
+      }),
+    );
     await withHooks.start(['--destroy-on-exit', '--webhooks-config', config, '--webhook-backoff-ms', '100']);
     await plain.start(['--destroy-on-exit']);
   });
@@ -83,10 +86,14 @@ describe('a hanging or failing receiver never slows the API; dead letters and re
 
   test('failing deliveries are dead-lettered, listed, and redelivered with the same event id', async () => {
     const env = { SANDFORGE_URL: withHooks.url, SANDFORGE_TOKEN: withHooks.token };
-    const dead = await waitFor('dead letters', async () => {
-      const r = await call(withHooks, 'GET', '/v1/webhooks/deliveries?status=dead&limit=500');
-      return r.deliveries.length >= 40 ? r.deliveries : null;
-    }, 30_000);
+    const dead = await waitFor(
+      'dead letters',
+      async () => {
+        const r = await call(withHooks, 'GET', '/v1/webhooks/deliveries?status=dead&limit=500');
+        return r.deliveries.length >= 40 ? r.deliveries : null;
+      },
+      30_000,
+    );
     assert.ok(dead.every((d: any) => d.endpoint === 'fail' && d.attempts === 2 && /HTTP 500/.test(d.last_error)));
     const ls = await runCli(['webhooks', 'ls', '--status', 'dead'], { env });
     assert.equal(ls.code, 0, ls.stderr);

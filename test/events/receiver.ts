@@ -2,12 +2,19 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
 /** The documented receiver check (docs/events.md), verbatim in substance. */
-export function verifySandforgeSignature(secret: string, header: string | undefined, body: unknown, nowSeconds = Math.floor(Date.now() / 1000)): boolean {
+export function verifySandforgeSignature(
+  secret: string,
+  header: string | undefined,
+  body: unknown,
+  nowSeconds = Math.floor(Date.now() / 1000),
+): boolean {
   const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header ?? '');
   if (!m) return false;
   const t = Number(m[1]);
   if (Math.abs(nowSeconds - t) > 300) return false; // replay window
-  const expected = createHmac('sha256', secret).update(`${t}.${JSON.stringify(body)}`).digest();
+  const expected = createHmac('sha256', secret)
+    .update(`${t}.${JSON.stringify(body)}`)
+    .digest();
   const given = Buffer.from(m[2]!, 'hex');
   return given.length === expected.length && timingSafeEqual(given, expected);
 }

@@ -29,12 +29,22 @@ export interface CliResult {
   chunks: { atMs: number; text: string }[];
 }
 
-export function runCli(args: string[], opts: { env?: Record<string, string>; input?: Buffer | string; onSpawn?: (c: ChildProcess) => void; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(
+  args: string[],
+  opts: {
+    env?: Record<string, string>;
+    input?: Buffer | string;
+    onSpawn?: (c: ChildProcess) => void;
+    timeoutMs?: number;
+    cwd?: string;
+  } = {},
+): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
     const t0 = Date.now();
     const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, SANDFORGE_IMAGES: IMAGES_DIR, ...opts.env },
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];

@@ -68,7 +68,10 @@ test('listImages lists valid images with sizes and skips hidden/broken dirs', ()
     await mkdir(join(images, '.cache'));
     await mkdir(join(images, 'broken'));
     const list = await listImages(images);
-    assert.deepEqual(list.map((i) => i.name), ['a', 'b']);
+    assert.deepEqual(
+      list.map((i) => i.name),
+      ['a', 'b'],
+    );
     assert.equal(list[0]!.size_bytes, 123);
     assert.deepEqual(await listImages(join(images, 'missing')), []);
   }));

@@ -57,6 +57,11 @@ test('template uses a shared RAM file, clone a private one and waits for incomin
 test('template and clone have the same device list', () => {
   const strip = (a: string[]) => after(a, '-device');
   const t = buildQemuArgs({ ...spec, ramFile: { path: '/t/ram', share: true } });
-  const c = buildQemuArgs({ ...spec, ramFile: { path: '/t/ram', share: false }, incoming: true, shares: [{ tag: 'sf0', path: '/host/dir', readOnly: false }] });
+  const c = buildQemuArgs({
+    ...spec,
+    ramFile: { path: '/t/ram', share: false },
+    incoming: true,
+    shares: [{ tag: 'sf0', path: '/host/dir', readOnly: false }],
+  });
   assert.deepEqual(strip(t), strip(c));
 });

@@ -75,7 +75,9 @@ export class CommandStream {
     });
     ws.on('close', (code, reason) => {
       const why = reason.length ? `: ${reason.toString()}` : '';
-      this.#fail(new SandforgeError('agent_unavailable', `command stream closed before the command exited (WebSocket close ${code}${why})`));
+      this.#fail(
+        new SandforgeError('agent_unavailable', `command stream closed before the command exited (WebSocket close ${code}${why})`),
+      );
     });
     ws.on('error', (err) => this.#fail(new SandforgeConnectionError(ws.url, err)));
     if (signal) {
@@ -136,7 +138,11 @@ export class CommandStream {
         cleanup();
         ws.on('error', () => {});
         const timedOut = /timed out/i.test(err.message);
-        reject(timedOut ? new SandforgeTimeoutError(`WebSocket upgrade to ${params.url}`, params.handshakeTimeoutMs) : new SandforgeConnectionError(params.url, err));
+        reject(
+          timedOut
+            ? new SandforgeTimeoutError(`WebSocket upgrade to ${params.url}`, params.handshakeTimeoutMs)
+            : new SandforgeConnectionError(params.url, err),
+        );
       });
     });
   }

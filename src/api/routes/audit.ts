@@ -7,7 +7,8 @@ import type { EventStore } from '../../store/event-store.js';
 export function pageLimit(raw: string | undefined): number {
   if (raw === undefined) return 100;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > 500) throw new SandforgeError('invalid_argument', 'querystring/limit: must be an integer in 1..500');
+  if (!Number.isInteger(n) || n < 1 || n > 500)
+    throw new SandforgeError('invalid_argument', 'querystring/limit: must be an integer in 1..500');
   return n;
 }
 
@@ -21,7 +22,13 @@ function isoTime(raw: string | undefined, name: string): string | undefined {
 export function auditRoutes(app: FastifyInstance, store: EventStore): void {
   app.get<{ Querystring: AuditQuery }>(
     '/v1/audit',
-    { schema: { summary: 'Audit log, newest first; cursor pagination', querystring: AuditQuery, response: { 200: AuditList, 400: ErrorEnvelope } } },
+    {
+      schema: {
+        summary: 'Audit log, newest first; cursor pagination',
+        querystring: AuditQuery,
+        response: { 200: AuditList, 400: ErrorEnvelope },
+      },
+    },
     async (req) => {
       const q = req.query;
       return store.listAudit({

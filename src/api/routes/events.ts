@@ -20,7 +20,10 @@ export function eventRoutes(app: FastifyInstance, hub: EventHub): void {
     {
       schema: {
         summary: 'Live event stream (text/event-stream), resumable with Last-Event-ID',
-        querystring: Type.Object({ after: Type.Optional(Type.String({ pattern: '^[0-9]+$', maxLength: 20 })) }, { additionalProperties: false }),
+        querystring: Type.Object(
+          { after: Type.Optional(Type.String({ pattern: '^[0-9]+$', maxLength: 20 })) },
+          { additionalProperties: false },
+        ),
       },
     },
     (req, reply) => {
@@ -29,7 +32,12 @@ export function eventRoutes(app: FastifyInstance, hub: EventHub): void {
       let last = fromHeader ?? (req.query.after !== undefined ? Number(req.query.after) : hub.store.lastEventSeq());
       reply.hijack();
       const res = reply.raw;
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+      res.writeHead(200, {
+        'content-type': 'text/event-stream',
+        'cache-control': 'no-store',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
       open.add(res);
       res.write(': connected\n\n');
       const flush = () => {

@@ -54,7 +54,10 @@ export function execStreamRoute(app: FastifyInstance, manager: SandboxManager): 
           if (!handle) {
             if (!Value.Check(StreamStart, msg)) {
               const first = [...Value.Errors(StreamStart, msg)][0];
-              throw new SandforgeError('invalid_argument', `invalid start message${first ? `: ${first.path || '/'} ${first.message}` : ''}`);
+              throw new SandforgeError(
+                'invalid_argument',
+                `invalid start message${first ? `: ${first.path || '/'} ${first.message}` : ''}`,
+              );
             }
             const spec = manager.execSpec(id, { ...msg, stdin: true });
             handle = manager.stream(id, spec, {
@@ -62,13 +65,16 @@ export function execStreamRoute(app: FastifyInstance, manager: SandboxManager): 
               onStdout: (b) => send({ type: 'stdout', data: b.toString('base64') }),
               onStderr: (b) => send({ type: 'stderr', data: b.toString('base64') }),
             });
-            handle.then((h) => {
-              started = h;
-              return manager.whileAlive(id, h.wait());
-            }).then(
-              (x) => finish({ type: 'exit', exit_code: x.exit_code, signal: x.signal, timed_out: x.timed_out, duration_ms: x.duration_ms }),
-              fail,
-            );
+            handle
+              .then((h) => {
+                started = h;
+                return manager.whileAlive(id, h.wait());
+              })
+              .then(
+                (x) =>
+                  finish({ type: 'exit', exit_code: x.exit_code, signal: x.signal, timed_out: x.timed_out, duration_ms: x.duration_ms }),
+                fail,
+              );
             return;
           }
           const apply = parseControl(msg);

@@ -93,7 +93,14 @@ export function fileRoutes(app: FastifyInstance, manager: SandboxManager): void 
 
   app.post<{ Params: { id: string }; Body: { path: string } }>(
     '/v1/sandboxes/:id/files/mkdir',
-    { schema: { summary: 'Create a directory (with parents)', params: IdParams, body: MkdirRequest, response: { 200: FileEntry, ...errors } } },
+    {
+      schema: {
+        summary: 'Create a directory (with parents)',
+        params: IdParams,
+        body: MkdirRequest,
+        response: { 200: FileEntry, ...errors },
+      },
+    },
     async (req) => {
       const agent = await manager.agent(req.params.id);
       await agent.mkdir(req.body.path, { recursive: true });

@@ -18,7 +18,13 @@ const errors = { 400: ErrorEnvelope, 401: ErrorEnvelope, 404: ErrorEnvelope, 409
 export function sandboxRoutes(app: FastifyInstance, manager: SandboxManager): void {
   app.post<{ Body: CreateSandboxRequest }>(
     '/v1/sandboxes',
-    { schema: { summary: 'Create a sandbox (a clone of a ready template)', body: CreateSandboxRequest, response: { 201: Sandbox, ...errors } } },
+    {
+      schema: {
+        summary: 'Create a sandbox (a clone of a ready template)',
+        body: CreateSandboxRequest,
+        response: { 201: Sandbox, ...errors },
+      },
+    },
     async (req, reply) => {
       const sb = await manager.create(req.body ?? {});
       return reply.status(201).send(sb);

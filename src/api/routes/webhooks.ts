@@ -9,7 +9,13 @@ import { pageLimit } from './audit.js';
 export function webhookRoutes(app: FastifyInstance, store: EventStore, worker: WebhookWorker | null): void {
   app.get<{ Querystring: DeliveryListQuery }>(
     '/v1/webhooks/deliveries',
-    { schema: { summary: 'Webhook deliveries, newest first (?status=pending|delivered|dead)', querystring: DeliveryListQuery, response: { 200: DeliveryList, 400: ErrorEnvelope } } },
+    {
+      schema: {
+        summary: 'Webhook deliveries, newest first (?status=pending|delivered|dead)',
+        querystring: DeliveryListQuery,
+        response: { 200: DeliveryList, 400: ErrorEnvelope },
+      },
+    },
     async (req) =>
       store.listDeliveries({
         ...(req.query.status ? { status: req.query.status } : {}),
@@ -31,7 +37,8 @@ export function webhookRoutes(app: FastifyInstance, store: EventStore, worker: W
       const id = Number(req.params.id);
       const d = store.getDelivery(id);
       if (!d) throw new SandforgeError('not_found', `no webhook delivery with id "${req.params.id}"`);
-      if (d.status === 'pending') throw new SandforgeError('conflict', `delivery ${id} is already pending (attempt ${d.attempts + 1} is queued)`);
+      if (d.status === 'pending')
+        throw new SandforgeError('conflict', `delivery ${id} is already pending (attempt ${d.attempts + 1} is queued)`);
       store.requeue(id);
       worker?.pump();
       return reply.status(202).send(store.getDelivery(id));

@@ -11,7 +11,9 @@ export function registerAuditCommand(program: Command): void {
       .command('audit')
       .description('show the audit log, newest first')
       .option('--sandbox <id>', 'only this sandbox')
-      .addOption(new Option('--kind <kind>', 'only this kind').choices(['sandbox.create', 'sandbox.execute', 'sandbox.destroy', 'file.write']))
+      .addOption(
+        new Option('--kind <kind>', 'only this kind').choices(['sandbox.create', 'sandbox.execute', 'sandbox.destroy', 'file.write']),
+      )
       .option('--since <time>', 'ISO time, inclusive')
       .option('--until <time>', 'ISO time, exclusive')
       .option('--limit <n>', 'at most this many (1..500)', '100'),
@@ -27,8 +29,16 @@ export function registerAuditCommand(program: Command): void {
     for (const e of r.entries) {
       const outcome = e.outcome === 'ok' ? (e.exit_code !== null ? `exit ${e.exit_code}` : 'ok') : `error ${e.error_code ?? ''}`;
       const d = e.detail as { shell?: string; argv?: string[]; path?: string; reason?: string };
-      const what = d.shell ?? (d.argv ? JSON.stringify(d.argv) : d.path ?? d.reason ?? '');
-      rows.push([e.at, e.actor, e.kind, e.sandbox_id ?? '-', outcome, e.duration_ms === null ? '' : String(Math.round(e.duration_ms)), what]);
+      const what = d.shell ?? (d.argv ? JSON.stringify(d.argv) : (d.path ?? d.reason ?? ''));
+      rows.push([
+        e.at,
+        e.actor,
+        e.kind,
+        e.sandbox_id ?? '-',
+        outcome,
+        e.duration_ms === null ? '' : String(Math.round(e.duration_ms)),
+        what,
+      ]);
     }
     process.stdout.write(formatTable(rows));
   });

@@ -12,7 +12,9 @@ export interface ClientFlags {
 export function withClientOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--url <url>', 'supervisor URL').env('SANDFORGE_URL').default(DEFAULT_BASE_URL))
-    .addOption(new Option('--token <token>', 'API token (prefer the env var: command lines are visible to other users)').env('SANDFORGE_TOKEN'))
+    .addOption(
+      new Option('--token <token>', 'API token (prefer the env var: command lines are visible to other users)').env('SANDFORGE_TOKEN'),
+    )
     .option('--json', 'print JSON');
 }
 

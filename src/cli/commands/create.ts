@@ -55,7 +55,9 @@ export function registerCreateCommand(program: Command): void {
     const client = clientFromFlags(o);
     const notice = setTimeout(() => {
       if (process.stderr.isTTY) {
-        process.stderr.write('sandforge: waiting for the sandbox to start (the first one of an image builds its template; this can take minutes)\n');
+        process.stderr.write(
+          'sandforge: waiting for the sandbox to start (the first one of an image builds its template; this can take minutes)\n',
+        );
       }
     }, SLOW_START_NOTICE_MS);
     try {

@@ -7,7 +7,9 @@ const MARK = { ok: 'ok  ', info: 'info', warn: 'warn', fail: 'FAIL' } as const;
 export function registerDoctorCommand(program: Command): void {
   program
     .command('doctor')
-    .description('check what this host offers (KVM / PVM / TCG, QEMU, images, permissions, disk, kvm group, service unit, nginx site) and what to fix')
+    .description(
+      'check what this host offers (KVM / PVM / TCG, QEMU, images, permissions, disk, kvm group, service unit, nginx site) and what to fix',
+    )
     .option('--images <dir>', 'images directory')
     .option('--accel <mode>', 'accelerator to evaluate: auto, kvm or tcg')
     .option('--json', 'print JSON')

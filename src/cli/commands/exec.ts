@@ -32,7 +32,10 @@ export function registerExecCommand(program: Command): void {
       .option('--cwd <dir>', 'working directory in the sandbox')
       .option('-u, --user <name>', 'guest user to run as')
       .option('-t, --tty', 'run under a pseudo-terminal (needs a terminal on stdin)')
-      .addHelpText('after', '\nExamples:\n  sandforge exec sb_123 -- ls -la /\n  sandforge exec sb_123 -- "make test 2>&1 | tail -n 20"\n  sandforge exec -t sb_123 -- bash'),
+      .addHelpText(
+        'after',
+        '\nExamples:\n  sandforge exec sb_123 -- ls -la /\n  sandforge exec sb_123 -- "make test 2>&1 | tail -n 20"\n  sandforge exec -t sb_123 -- bash',
+      ),
   ).action((id: string, words: string[], o: ExecFlags) => runExec(id, words, o));
 }
 
@@ -103,7 +106,10 @@ function attachTerminal(stream: CommandStream, tty: boolean): { detach(): void; 
   const onTerm = () => void stream.signal('SIGTERM');
   process.on('SIGINT', onInt);
   process.on('SIGTERM', onTerm);
-  cleanups.push(() => process.off('SIGINT', onInt), () => process.off('SIGTERM', onTerm));
+  cleanups.push(
+    () => process.off('SIGINT', onInt),
+    () => process.off('SIGTERM', onTerm),
+  );
 
   if (tty) {
     stdin.setRawMode(true);

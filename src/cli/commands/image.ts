@@ -31,15 +31,15 @@ export function registerImageCommands(program: Command): void {
       const imagesDir = resolveImagesDir(opts.images);
       const progress = createProgress({ prefix: 'image', json: opts.json });
       const started = Date.now();
-      const res = await withInterrupts((signal) =>
-        buildImage(imagesDir, { name: opts.name, force: opts.force, progress, signal }),
-      ).catch((err: unknown) => {
-        const sig = err instanceof SandforgeError ? err.details?.signal : undefined;
-        if (!sig) throw err;
-        // Temp dirs are already gone; exit like the signal would have.
-        process.stderr.write('sandforge: image build interrupted; nothing was changed\n');
-        process.exit(sig === 'SIGINT' ? 130 : 143);
-      });
+      const res = await withInterrupts((signal) => buildImage(imagesDir, { name: opts.name, force: opts.force, progress, signal })).catch(
+        (err: unknown) => {
+          const sig = err instanceof SandforgeError ? err.details?.signal : undefined;
+          if (!sig) throw err;
+          // Temp dirs are already gone; exit like the signal would have.
+          process.stderr.write('sandforge: image build interrupted; nothing was changed\n');
+          process.exit(sig === 'SIGINT' ? 130 : 143);
+        },
+      );
       const { manifest: _m, ...summary } = res;
       if (opts.json) {
         process.stdout.write(`${JSON.stringify(summary)}\n`);

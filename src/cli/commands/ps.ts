@@ -26,7 +26,11 @@ function formatTable(rows: string[][]): string {
 function age(iso: string, now: number): string {
   const seconds = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
   if (!Number.isFinite(seconds)) return iso;
-  const units: [number, string][] = [[86400, 'day'], [3600, 'hour'], [60, 'minute']];
+  const units: [number, string][] = [
+    [86400, 'day'],
+    [3600, 'hour'],
+    [60, 'minute'],
+  ];
   for (const [size, name] of units) {
     if (seconds >= size) {
       const n = Math.floor(seconds / size);

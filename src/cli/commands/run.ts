@@ -1,13 +1,15 @@
 import type { Command } from 'commander';
-import { constants } from 'node:os';
+import { readdir, realpath } from 'node:fs/promises';
+import { constants, homedir } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_IMAGE, DEFAULT_MEMORY_MB, HOST_CPUS } from '../../config/defaults.js';
 import { SandforgeError } from '../../shared/errors.js';
 import { Runtime, sweepRuns } from '../../sandbox/local-runtime.js';
 import { newSandboxId } from '../../shared/ids.js';
-import { join } from 'node:path';
 import type { MicroVm } from '../../vmm/microvm.js';
 import { commandSpec, envOption, intOption } from '../parse.js';
+import { join, resolve } from 'node:path';
+import { decideMounts, DEFAULT_BLOCKED_MOUNT_NAMES, type AcceptedMount } from '../../policy/mount-policy.js';
 
 interface RunOptions {
   cpu: number;
@@ -20,7 +22,12 @@ interface RunOptions {
   accel?: string;
   cwd?: string;
   json?: boolean;
+  /** --dir PATH; false with --no-dir; undefined: the current directory. */
+  dir?: string | false;
 }
+
+/** Where `--dir` appears in the guest. */
+export const WORKSPACE = '/workspace';
 
 /** Exit code for a command killed by its timeout (as timeout(1) uses). */
 const EXIT_TIMEOUT = 124;
@@ -28,13 +35,15 @@ const EXIT_TIMEOUT = 124;
 export function registerRunCommand(program: Command): void {
   program
     .command('run')
-    .description('start a sandbox, run one command in it with live output, destroy it; exits with the command\'s code')
+    .description("start a sandbox, run one command in it with live output, destroy it; exits with the command's code")
     .option('--cpu <n>', 'vCPUs', intOption('--cpu', 1, HOST_CPUS), DEFAULT_CPUS > HOST_CPUS ? HOST_CPUS : DEFAULT_CPUS)
     .option('--mem <mb>', 'guest memory in MiB', intOption('--mem', 1, 262144), DEFAULT_MEMORY_MB)
     .option('--disk <mb>', 'writable disk in MiB', intOption('--disk', 64, 1048576), DEFAULT_DISK_MB)
     .option('--timeout <seconds>', 'kill the command (and its children) after this long', intOption('--timeout', 1, 7 * 86400), 300)
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', envOption, {})
-    .option('--cwd <dir>', 'working directory inside the sandbox')
+    .option('--dir <path>', `host folder to mount read-write at ${WORKSPACE} and run in (default: the current directory)`)
+    .option('--no-dir', 'mount no host folder')
+    .option('--cwd <dir>', `working directory inside the sandbox (default ${WORKSPACE} when a folder is mounted)`)
     .option('--image <name>', 'image to boot', DEFAULT_IMAGE)
     .option('--images <dir>', 'images directory')
     .option('--accel <mode>', 'auto, kvm or tcg (default auto; env SANDFORGE_ACCEL)')
@@ -48,6 +57,8 @@ export function registerRunCommand(program: Command): void {
 
 async function runOnce(words: string[], o: RunOptions): Promise<number> {
   const cmd = commandSpec(words);
+  const mounts = await workspaceMount(o.dir);
+  if (mounts.length && !o.cwd) o.cwd = WORKSPACE;
   const say = (m: string) => {
     if (!o.json) process.stderr.write(`sandforge: ${m}\n`);
   };
@@ -73,14 +84,23 @@ async function runOnce(words: string[], o: RunOptions): Promise<number> {
 
   try {
     const id = newSandboxId();
-    const started = await runtime.startSandbox({ image: o.image, cpus: o.cpu, memoryMb: o.mem, diskMb: o.disk }, id, join(runtime.dirs.runsDir, `${process.pid}-${id}`));
+    const started = await runtime.startSandbox(
+      { image: o.image, cpus: o.cpu, memoryMb: o.mem, diskMb: o.disk },
+      id,
+      join(runtime.dirs.runsDir, `${process.pid}-${id}`),
+      mounts,
+    );
     vm = started.vm;
     if (interrupted) return await interrupted;
     const result = await execute(vm, cmd, o).catch(async (err: unknown) => {
       if (interrupted) return interrupted;
       // The agent connection often drops a moment before QEMU's exit is seen: say what really happened.
       const exited = await Promise.race([vm!.qemu.exited.then(() => true), sleep(1000, false, { ref: false })]);
-      if (exited) throw new SandforgeError('vm_failed', 'the sandbox VM stopped unexpectedly (guest kernel crash or killed QEMU); its files are removed');
+      if (exited)
+        throw new SandforgeError(
+          'vm_failed',
+          'the sandbox VM stopped unexpectedly (guest kernel crash or killed QEMU); its files are removed',
+        );
       throw err;
     });
     if (typeof result === 'number') return result;
@@ -142,4 +162,47 @@ async function execute(vm: MicroVm, cmd: ReturnType<typeof commandSpec>, o: RunO
 function signalNumber(sig: string | null): number {
   const n = sig ? constants.signals[sig as NodeJS.Signals] : undefined;
   return typeof n === 'number' ? n : 1;
+}
+
+/**
+ * The folder `--dir` names (default: the current directory), mounted
+ * read-write at /workspace. The user chose it, so it is its own allowed
+ * prefix; the blocked-names rule still applies (no `run --dir ~/.ssh`).
+ */
+async function workspaceMount(dir: string | false | undefined): Promise<AcceptedMount[]> {
+  if (dir === false) return [];
+  const abs = resolve(dir ?? process.cwd());
+  await refuseBroadFolder(abs);
+  return decideMounts([{ host_path: abs, guest_path: WORKSPACE, read_only: false }], {
+    allowPrefixes: [abs],
+    blockedNames: DEFAULT_BLOCKED_MOUNT_NAMES,
+    allowFlag: '--dir',
+    blockFlag: 'blocked for --dir; use --no-dir or another folder',
+  });
+}
+
+/**
+ * The blocked-names rule judges the mounted path, not what is inside it: so
+ * `/`, a home folder, or any folder that directly holds a blocked name
+ * (`.ssh`, `.aws`, …) is refused rather than handed read-write to the guest.
+ */
+async function refuseBroadFolder(abs: string): Promise<void> {
+  const real = await realpath(abs).catch(() => abs);
+  const why =
+    real === '/'
+      ? 'it is the root folder'
+      : real === (await realpath(homedir()).catch(() => homedir()))
+        ? 'it is your home folder'
+        : await readdir(real)
+            .then((names) => names.find((n) => (DEFAULT_BLOCKED_MOUNT_NAMES as readonly string[]).includes(n.toLowerCase())))
+            .then(
+              (n) => (n ? `it contains "${n}"` : null),
+              () => null,
+            );
+  if (why) {
+    throw new SandforgeError(
+      'policy_denied',
+      `mount refused: ${real} would be shared read-write with the sandbox and ${why}; run from a project folder, or pass --dir PATH or --no-dir`,
+    );
+  }
 }

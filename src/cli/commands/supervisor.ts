@@ -15,6 +15,8 @@ import { DEFAULT_WEBHOOK_TUNING, loadWebhookEndpoints, type WebhookTuning } from
 import { WebhookWorker } from '../../events/webhook-worker.js';
 import { tokenId } from '../../api/auth.js';
 import { intOption } from '../parse.js';
+import { DEFAULT_BLOCKED_MOUNT_NAMES, type MountPolicyConfig } from '../../policy/mount-policy.js';
+import { isAbsolute } from 'node:path';
 
 interface SupervisorOptions {
   port: number;
@@ -43,6 +45,9 @@ interface SupervisorOptions {
   webhookConcurrency: number;
   auditRetentionDays: number;
   eventRetentionDays: number;
+  allowMount: string[];
+  blockMountName: string[];
+  defaultBlockedNames: boolean;
 }
 
 /** How often audit rows and settled events past their retention are pruned. */
@@ -53,7 +58,8 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 /** Reads the token from SANDFORGE_TOKEN or a token file; never logs it. */
 export function loadToken(o: { tokenFile?: string; insecureNoAuth?: boolean; host: string }): string | null {
   if (o.insecureNoAuth) {
-    if (!LOOPBACK.has(o.host)) throw new SandforgeError('invalid_argument', '--insecure-no-auth is only allowed with --host 127.0.0.1 or ::1');
+    if (!LOOPBACK.has(o.host))
+      throw new SandforgeError('invalid_argument', '--insecure-no-auth is only allowed with --host 127.0.0.1 or ::1');
     return null;
   }
   let token = process.env.SANDFORGE_TOKEN?.trim();
@@ -92,18 +98,74 @@ export function registerSupervisorCommand(program: Command): void {
     .option('--max-disk-mb <mb>', 'largest disk_mb per sandbox', intOption('--max-disk-mb', 64, 64 * 1024 * 1024))
     .option('--max-sandboxes <n>', 'most sandboxes at once', intOption('--max-sandboxes', 1, 100000))
     .option('--max-timeout-seconds <s>', 'longest sandbox lifetime', intOption('--max-timeout-seconds', 1, 7 * 86400))
-    .option('--trust-proxy <addr>', 'believe X-Forwarded-For from this proxy address (repeatable)', (v: string, p: string[]) => [...p, v], [])
-    .option('--webhook-url <url>', 'POST signed events to this URL (repeatable; else $SANDFORGE_WEBHOOK_URL, comma-separated)', (v: string, p: string[]) => [...p, v], [])
-    .option('--webhook-secret <secret>', 'signing secret for --webhook-url (prefer $SANDFORGE_WEBHOOK_SECRET or --webhook-secret-file: argv is visible to other users)')
+    .option(
+      '--trust-proxy <addr>',
+      'believe X-Forwarded-For from this proxy address (repeatable)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option(
+      '--webhook-url <url>',
+      'POST signed events to this URL (repeatable; else $SANDFORGE_WEBHOOK_URL, comma-separated)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option(
+      '--webhook-secret <secret>',
+      'signing secret for --webhook-url (prefer $SANDFORGE_WEBHOOK_SECRET or --webhook-secret-file: argv is visible to other users)',
+    )
     .option('--webhook-secret-file <path>', 'read the signing secret for --webhook-url from this file')
     .option('--webhooks-config <file>', 'JSON {"endpoints":[{"name","url","secret"|"secret_file","events":["sandbox.*"],"max_attempts"}]}')
-    .option('--webhook-max-attempts <n>', 'attempts before a delivery is dead-lettered', intOption('--webhook-max-attempts', 1, 1000), DEFAULT_WEBHOOK_TUNING.maxAttempts)
-    .option('--webhook-backoff-ms <ms>', 'first retry delay; doubles per attempt, with jitter', intOption('--webhook-backoff-ms', 1, 3600_000), DEFAULT_WEBHOOK_TUNING.backoffMs)
-    .option('--webhook-backoff-max-ms <ms>', 'largest retry delay', intOption('--webhook-backoff-max-ms', 1, 24 * 3600_000), DEFAULT_WEBHOOK_TUNING.backoffMaxMs)
-    .option('--webhook-timeout-ms <ms>', 'per-delivery request timeout', intOption('--webhook-timeout-ms', 100, 600_000), DEFAULT_WEBHOOK_TUNING.timeoutMs)
-    .option('--webhook-concurrency <n>', 'deliveries in flight at once', intOption('--webhook-concurrency', 1, 256), DEFAULT_WEBHOOK_TUNING.concurrency)
+    .option(
+      '--webhook-max-attempts <n>',
+      'attempts before a delivery is dead-lettered',
+      intOption('--webhook-max-attempts', 1, 1000),
+      DEFAULT_WEBHOOK_TUNING.maxAttempts,
+    )
+    .option(
+      '--webhook-backoff-ms <ms>',
+      'first retry delay; doubles per attempt, with jitter',
+      intOption('--webhook-backoff-ms', 1, 3600_000),
+      DEFAULT_WEBHOOK_TUNING.backoffMs,
+    )
+    .option(
+      '--webhook-backoff-max-ms <ms>',
+      'largest retry delay',
+      intOption('--webhook-backoff-max-ms', 1, 24 * 3600_000),
+      DEFAULT_WEBHOOK_TUNING.backoffMaxMs,
+    )
+    .option(
+      '--webhook-timeout-ms <ms>',
+      'per-delivery request timeout',
+      intOption('--webhook-timeout-ms', 100, 600_000),
+      DEFAULT_WEBHOOK_TUNING.timeoutMs,
+    )
+    .option(
+      '--webhook-concurrency <n>',
+      'deliveries in flight at once',
+      intOption('--webhook-concurrency', 1, 256),
+      DEFAULT_WEBHOOK_TUNING.concurrency,
+    )
     .option('--audit-retention-days <days>', 'keep audit rows this long (pruned hourly)', intOption('--audit-retention-days', 1, 36500), 30)
-    .option('--event-retention-days <days>', 'keep settled outbox events this long (pending ones are always kept)', intOption('--event-retention-days', 1, 36500), 7)
+    .option(
+      '--event-retention-days <days>',
+      'keep settled outbox events this long (pending ones are always kept)',
+      intOption('--event-retention-days', 1, 36500),
+      7,
+    )
+    .option(
+      '--allow-mount <prefix>',
+      'allow host mounts under this absolute host folder (repeatable; none: every mount is refused)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option(
+      '--block-mount-name <name>',
+      `refuse mounts with a path segment of this name, case-insensitive (repeatable; adds to the defaults: ${DEFAULT_BLOCKED_MOUNT_NAMES.join(' ')})`,
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option('--no-default-blocked-names', 'drop the default blocked names (only --block-mount-name ones apply)')
     .option('--log-level <level>', 'pino log level', process.env.SANDFORGE_LOG_LEVEL ?? 'info')
     .action(async (o: SupervisorOptions) => {
       await runSupervisor(o);
@@ -137,13 +199,19 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
   const eventStore = new EventStore(store.db);
   const events = new EventHub(eventStore, store.db, endpoints, token ? tokenId(token) : 'anonymous');
   const worker = new WebhookWorker(eventStore, events, endpoints, tuning, log.child({ component: 'webhooks' }));
-  const manager = new SandboxManager({ runtime, store, limits, log, events });
+  const mountPolicy = mountPolicyFrom(o);
+  if (mountPolicy.allowPrefixes.length)
+    log.info({ allow: mountPolicy.allowPrefixes, blocked: mountPolicy.blockedNames }, 'host mounts enabled');
+  const manager = new SandboxManager({ runtime, store, limits, log, events, mountPolicy });
   await manager.start();
   worker.start(); // resumes every delivery left pending by the previous run (a crash included)
   if (endpoints.length) log.info({ endpoints: endpoints.map((e) => e.url) }, 'webhooks enabled');
   const prune = () => {
     const day = 86400_000;
-    const r = eventStore.prune(new Date(Date.now() - o.auditRetentionDays * day).toISOString(), new Date(Date.now() - o.eventRetentionDays * day).toISOString());
+    const r = eventStore.prune(
+      new Date(Date.now() - o.auditRetentionDays * day).toISOString(),
+      new Date(Date.now() - o.eventRetentionDays * day).toISOString(),
+    );
     if (r.audit || r.events) log.info(r, 'pruned audit rows and settled events past retention');
   };
   prune();
@@ -169,4 +237,17 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+/** --allow-mount / --block-mount-name → the manager's mount policy. */
+export function mountPolicyFrom(o: { allowMount?: string[]; blockMountName?: string[]; defaultBlockedNames?: boolean }): MountPolicyConfig {
+  for (const p of o.allowMount ?? []) {
+    if (!isAbsolute(p)) throw new SandforgeError('invalid_argument', `--allow-mount ${p}: must be an absolute path`);
+  }
+  for (const n of o.blockMountName ?? []) {
+    if (!n || n.includes('/'))
+      throw new SandforgeError('invalid_argument', `--block-mount-name ${JSON.stringify(n)}: must be one path segment`);
+  }
+  const defaults = o.defaultBlockedNames === false ? [] : [...DEFAULT_BLOCKED_MOUNT_NAMES];
+  return { allowPrefixes: [...(o.allowMount ?? [])], blockedNames: [...new Set([...defaults, ...(o.blockMountName ?? [])])] };
 }

@@ -18,7 +18,8 @@ export function registerWebhooksCommands(program: Command): void {
     const r = await apiCall<{ deliveries: WebhookDelivery[] }>(o, 'GET', `v1/webhooks/deliveries?${q}`);
     if (o.json) return printJson(r.deliveries);
     const rows = [['ID', 'EVENT', 'EVENT ID', 'ENDPOINT', 'STATUS', 'ATTEMPTS', 'LAST ERROR']];
-    for (const d of r.deliveries) rows.push([d.id, d.event, d.event_id, d.endpoint, d.status, `${d.attempts}/${d.max_attempts}`, d.last_error ?? '']);
+    for (const d of r.deliveries)
+      rows.push([d.id, d.event, d.event_id, d.endpoint, d.status, `${d.attempts}/${d.max_attempts}`, d.last_error ?? '']);
     process.stdout.write(formatTable(rows));
   });
   withClientOptions(wh.command('redeliver').description('queue a delivery again (same event id)').argument('<id>', 'delivery id')).action(
