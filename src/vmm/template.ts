@@ -11,7 +11,7 @@ import type { QemuSpec, ShareSpec } from './qemu-args.js';
 const run = promisify(execFile);
 
 /** Bump when the template's device list or layout changes: old templates are then rebuilt. */
-const TEMPLATE_LAYOUT = 2;
+const TEMPLATE_LAYOUT = 3;
 
 /** What a template is a snapshot of. Clones take exactly this shape. */
 export interface TemplateShape {
