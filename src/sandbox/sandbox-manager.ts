@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -12,6 +11,7 @@ import type { ExecSpec } from '../shared/protocol.js';
 import type { AgentClient, ExecHandle } from '../agent-client/index.js';
 import type { SandboxRow, SandboxStore } from '../store/sandbox-store.js';
 import { MicroVm, vmFiles } from '../vmm/microvm.js';
+import { killStaleQemu } from '../vmm/qemu-process.js';
 import { checkCreateLimits, type Limits } from './limits.js';
 import type { Runtime } from './local-runtime.js';
 import { decideMounts, DEFAULT_BLOCKED_MOUNT_NAMES, type AcceptedMount, type MountPolicyConfig } from '../policy/mount-policy.js';
@@ -90,7 +90,7 @@ export class SandboxManager {
         this.counters.sandboxes_adopted!++;
         log.info({ pid: row.qemu_pid }, 'adopted running sandbox');
       } else {
-        if (row.qemu_pid) killQuietly(row.qemu_pid, row.vm_dir);
+        if (row.qemu_pid && row.vm_dir) killStaleQemu(row.qemu_pid, row.vm_dir);
         if (row.vm_dir) await rm(row.vm_dir, { recursive: true, force: true });
         const message =
           row.status === 'creating' ? 'supervisor stopped while the sandbox was being created' : 'VM died while the supervisor was down';
@@ -502,23 +502,6 @@ function toPublic(r: SandboxRow): Sandbox {
   if (r.start) s.start = r.start;
   if (r.message) s.message = r.message;
   return s;
-}
-
-/** Kills a stale QEMU only if its command line still names its VM dir (pid reuse guard). */
-function killQuietly(pid: number, marker: string | null): void {
-  let cmdline = '';
-  try {
-    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return;
-  }
-  if (marker && cmdline.includes(marker)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone meanwhile
-    }
-  }
 }
 
 /** Bounded output accumulator for buffered execute. */

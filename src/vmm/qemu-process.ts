@@ -88,6 +88,16 @@ export class QemuProcess {
   }
 }
 
+/** SIGKILLs a QEMU left from an earlier run, only if its command line still names `marker` (pid-reuse guard). */
+export function killStaleQemu(pid: number, marker: string): void {
+  if (!isQemuWithMarker(pid, marker)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone meanwhile
+  }
+}
+
 function isQemuWithMarker(pid: number, marker: string): boolean {
   try {
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
