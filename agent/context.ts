@@ -1,5 +1,6 @@
 /** State shared by the agent's handlers. */
 import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { EgressListener } from './services/egress-listener.js';
 
 export interface AgentOptions {
   /**
@@ -22,6 +23,8 @@ export class AgentContext {
   /** Environment from the last init, merged under every command's env. */
   defaultEnv: Record<string, string> = {};
   readonly running = new Set<RunningExec>();
+  /** The egress port; listening only in sandboxes with network fetch or full. */
+  readonly egress = new EgressListener();
   /**
    * Key for the agent's own unique names. A snapshot clone inherits the
    * template's OpenSSL and V8 generator state, so names drawn from them alone

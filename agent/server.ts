@@ -6,6 +6,7 @@ import { startSystemHelper } from './services/system-setup.js';
 import { handleExec } from './handlers/exec.js';
 import { fileRoutes } from './handlers/files.js';
 import { mountsRoute } from './handlers/mounts.js';
+import { egressAcceptRoute, egressListenRoute } from './handlers/egress.js';
 import { healthRoute, initRoute, prepareSnapshotRoute } from './handlers/system.js';
 import { AgentFailure, sendFailure } from './http.js';
 
@@ -21,6 +22,8 @@ const routes: Record<string, { method: string; run: Handler }> = {
   [ROUTES.prepareSnapshot]: { method: 'POST', run: (s, _h, ctx) => prepareSnapshotRoute(s, ctx) },
   [ROUTES.exec]: { method: 'POST', run: (s, _h, ctx) => handleExec(s, ctx) },
   [ROUTES.mounts]: { method: 'POST', run: (s, _h, ctx) => mountsRoute(s, ctx) },
+  [ROUTES.egressListen]: { method: 'POST', run: (s, _h, ctx) => egressListenRoute(s, ctx) },
+  [ROUTES.egressAccept]: { method: 'POST', run: (s, _h, ctx) => egressAcceptRoute(s, ctx) },
   ...fileRoutes,
 };
 
@@ -66,6 +69,7 @@ export function createAgentServer(options: AgentOptions): AgentServer {
     ctx,
     async shutdown() {
       for (const e of ctx.running) e.killGroup('SIGKILL');
+      ctx.egress.close();
       for (const s of sessions) s.destroy();
       await new Promise<void>((r) => server.close(() => r()));
     },

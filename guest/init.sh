@@ -84,6 +84,10 @@ ln -sf pts/ptmx /newroot/dev/ptmx
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /newroot/dev/shm || fail "mount /dev/shm"
 mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /newroot/run || fail "mount /run"
 
+# Loopback up (the network namespace outlives switch_root): commands talk to
+# their own servers on localhost, and fetch/full reach the egress port there.
+ifconfig lo 127.0.0.1 up || echo "SANDFORGE-INIT: loopback not brought up" >/dev/console
+
 echo "SANDFORGE-INIT: switching root" >/dev/console
 # env -i: the agent starts with exactly this environment, not the kernel's.
 exec env -i UV_THREADPOOL_SIZE=16 HOME=/root \

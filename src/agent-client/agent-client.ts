@@ -13,6 +13,8 @@ import {
   MAX_FRAME_PAYLOAD_BYTES,
   PROTOCOL_VERSION,
   ROUTES,
+  checkEgressListenRequest,
+  checkEgressListenResponse,
   checkEmptyResponse,
   checkExecSpec,
   checkFileInfo,
@@ -31,6 +33,8 @@ import {
   checkRenameRequest,
   encodeClientFrame,
   type Check,
+  type EgressListenRequest,
+  type EgressListenResponse,
   type ExecSpec,
   type FileInfo,
   type FileListResponse,
@@ -210,6 +214,34 @@ export class AgentClient extends EventEmitter {
     if (this.session.destroyed) return;
     this.session.close();
     setTimeout(() => this.session.destroy(), 2000).unref();
+  }
+
+  /** Opens the guest's egress port (network fetch/full); idempotent for the same port. */
+  listenEgress(req: EgressListenRequest): Promise<EgressListenResponse> {
+    const body = checkArg(checkEgressListenRequest, req, 'egress listen');
+    return this.json('POST', ROUTES.egressListen, body, checkEgressListenResponse, 'egress listen');
+  }
+
+  /**
+   * Waits for the next guest connection to the egress port and returns it as
+   * a duplex stream (writes reach the guest process, reads come from it).
+   * Rejects when the session ends or the agent refuses.
+   */
+  async acceptEgress(): Promise<ClientHttp2Stream> {
+    if (this.isClosed) throw new SandforgeError('agent_unavailable', 'egress accept: agent connection is closed');
+    let stream: ClientHttp2Stream;
+    try {
+      stream = this.session.request({ ':method': 'POST', ':path': ROUTES.egressAccept }, { endStream: false });
+    } catch (err) {
+      throw unavailable(err, 'egress accept');
+    }
+    stream.on('error', () => undefined);
+    const headers = await awaitResponse(stream, 'egress accept');
+    const status = Number(headers[':status']);
+    if (status === 200) return stream;
+    const body = await collectBody(stream, 'egress accept');
+    decodeJsonResponse({ status, headers, body }, checkEmptyResponse, 'egress accept');
+    throw violation(new Error(`HTTP ${status} without a tunnel`), 'egress accept');
   }
 
   /** Drops the connection at once. */

@@ -10,6 +10,24 @@ import { newSandboxId } from '../shared/ids.js';
 import { SandforgeError } from '../shared/errors.js';
 import type { AcceptedMount } from '../policy/mount-policy.js';
 import type { ShareSpec } from '../vmm/qemu-args.js';
+import type { NetworkMode } from '../shared/api-types.js';
+import { EGRESS_PROXY_PORT } from '../shared/protocol.js';
+import { EgressProxy, type EgressRefusal } from '../net/egress-proxy.js';
+import { EgressTunnel } from '../net/egress-tunnel.js';
+import { NetworkPolicy, DEFAULT_FETCH_DOMAINS } from '../policy/network-policy.js';
+
+/** What commands in fetch/full sandboxes find in their environment. */
+export function egressEnv(port = EGRESS_PROXY_PORT): Record<string, string> {
+  const url = `http://127.0.0.1:${port}`;
+  const none = 'localhost,127.0.0.1,::1';
+  return { HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url, NO_PROXY: none, no_proxy: none };
+}
+
+export interface EgressHooks {
+  onRefusal: (r: EgressRefusal) => void;
+  onError?: (sandboxId: string, message: string) => void;
+  onTunnelStop?: (sandboxId: string, why: string) => void;
+}
 
 /** Where a process keeps images, templates and VM directories. */
 export interface RuntimeDirs {
@@ -34,6 +52,9 @@ export function runtimeDirs(opts: { images?: string; data?: string }): RuntimeDi
  */
 export class Runtime {
   readonly templates: TemplateStore;
+  private egressProxy: EgressProxy | null = null;
+  private egressHooks: EgressHooks | null = null;
+  private readonly tunnels = new Map<string, EgressTunnel>();
 
   constructor(
     readonly dirs: RuntimeDirs,
@@ -60,14 +81,65 @@ export class Runtime {
     return new Runtime(runtimeDirs(opts), detectAccel(opts.accel), opts.dieWithParent, opts.onProgress);
   }
 
+  /** Enables network modes fetch and full: the proxy every egress connection passes. */
+  enableEgress(policy: NetworkPolicy, hooks: EgressHooks): void {
+    this.egressProxy = new EgressProxy({ policy, onRefusal: hooks.onRefusal, ...(hooks.onError ? { onError: hooks.onError } : {}) });
+    this.egressHooks = hooks;
+  }
+
+  /** The default egress policy (package registries and git hosts, no extra CIDRs). */
+  static defaultNetworkPolicy(): NetworkPolicy {
+    return new NetworkPolicy({ allowDomains: [...DEFAULT_FETCH_DOMAINS], allowCidrs: [] });
+  }
+
+  /**
+   * Connects a running VM's egress port to the proxy (after create, and after
+   * adoption by a restarted supervisor). Offline sandboxes have nothing to attach.
+   */
+  attachEgress(vm: MicroVm, sandboxId: string, mode: NetworkMode): void {
+    if (mode === 'offline') return;
+    const proxy = this.egressProxy;
+    if (!proxy) throw new SandforgeError('not_implemented', `network mode "${mode}" needs the egress proxy, which is not enabled`);
+    void vm.ready.then(
+      (agent) => {
+        const t = new EgressTunnel(
+          agent,
+          (conn) => proxy.handle(conn, { sandboxId, mode }),
+          (why) => {
+            this.tunnels.delete(sandboxId);
+            this.egressHooks?.onTunnelStop?.(sandboxId, why);
+          },
+        );
+        this.tunnels.set(sandboxId, t);
+        t.start();
+        void agent.closed.then(() => {
+          t.stop();
+          if (this.tunnels.get(sandboxId) === t) this.tunnels.delete(sandboxId);
+        });
+      },
+      () => undefined,
+    );
+  }
+
+  /** Open egress connections per sandbox (for /v1/info). */
+  egressConnections(): number {
+    let n = 0;
+    for (const t of this.tunnels.values()) n += t.connections;
+    return n;
+  }
+
   /** Starts a clone of the template for `shape` (building the template first if there is none). */
   async startSandbox(
     shape: TemplateShape,
     id = newSandboxId(),
     vmDir = join(this.dirs.vmsDir, id),
     mounts: readonly AcceptedMount[] = [],
+    network: NetworkMode = 'offline',
   ): Promise<{ id: string; vm: MicroVm; template: Template; built: boolean; createMs: number }> {
     const t0 = performance.now();
+    if (network !== 'offline' && !this.egressProxy) {
+      throw new SandforgeError('not_implemented', `network mode "${network}" needs the egress proxy, which is not enabled`);
+    }
     await checkMountSources(mounts);
     const { template, built } = await this.templates.get(shape);
     const files = await makeVmDir(vmDir);
@@ -82,7 +154,9 @@ export class Runtime {
               mounts: mounts.map((m) => ({ tag: m.tag, guest_path: m.guestPath, read_only: m.readOnly })),
             }
           : {}),
+        ...(network !== 'offline' ? { egress: { port: EGRESS_PROXY_PORT, env: egressEnv() } } : {}),
       });
+      this.attachEgress(vm, id, network);
       return { id, vm, template, built, createMs: performance.now() - t0 };
     } catch (err) {
       await rm(files.dir, { recursive: true, force: true });

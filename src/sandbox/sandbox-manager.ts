@@ -16,6 +16,9 @@ import { checkCreateLimits, type Limits } from './limits.js';
 import type { Runtime } from './local-runtime.js';
 import { decideMounts, DEFAULT_BLOCKED_MOUNT_NAMES, type AcceptedMount, type MountPolicyConfig } from '../policy/mount-policy.js';
 
+/** security.violation events one sandbox may cause per minute; the rest are counted. */
+const VIOLATION_EVENTS_PER_MINUTE = 20;
+
 /** Default per-command timeout when a request gives none. */
 export const DEFAULT_EXEC_TIMEOUT_SECONDS = 300;
 /** Buffered execute keeps at most this much of each stream. */
@@ -68,7 +71,14 @@ export class SandboxManager {
     sandboxes_adopted: 0,
     commands_executed: 0,
     limit_refusals: 0,
+    mount_refusals: 0,
+    network_refusals: 0,
+    command_refusals: 0,
+    security_violations: 0,
+    security_violation_events_suppressed: 0,
   };
+  /** Per-sandbox budget of security.violation events, so a guest looping on refused connects cannot flood the outbox. */
+  private readonly violationBudget = new Map<string, { windowStart: number; sent: number; suppressed: number }>();
 
   constructor(private readonly o: ManagerOptions) {
     this.ev = o.events ?? noopHub();
@@ -86,6 +96,7 @@ export class SandboxManager {
       const vm = row.status === 'running' && row.vm_dir && row.qemu_pid ? await MicroVm.adopt(vmFiles(row.vm_dir), row.qemu_pid) : null;
       if (vm) {
         this.track(row.id, vm);
+        this.o.runtime.attachEgress(vm, row.id, row.network);
         this.schedule(row);
         this.counters.sandboxes_adopted!++;
         log.info({ pid: row.qemu_pid }, 'adopted running sandbox');
@@ -109,6 +120,7 @@ export class SandboxManager {
     const what = createDetail(req);
     /** A refusal by policy or limits: audited, and announced as security.violation. */
     const refuse = (e: SandforgeError, policy: string): SandforgeError => {
+      this.counters.security_violations!++;
       this.ev.tx(() => {
         this.ev.emit('security.violation', null, {
           action: 'sandbox.create',
@@ -127,17 +139,12 @@ export class SandboxManager {
       this.counters.limit_refusals!++;
       throw refuse(toSandforgeError(err), 'limits');
     }
-    if (req.network && req.network !== 'offline') {
-      throw refuse(
-        new SandforgeError('not_implemented', `network mode "${req.network}" is not available yet: only "offline" is supported`),
-        'network',
-      );
-    }
     let mounts: AcceptedMount[] = [];
     if (req.mounts && req.mounts.length > 0) {
       try {
         mounts = await decideMounts(req.mounts, this.o.mountPolicy ?? { allowPrefixes: [], blockedNames: DEFAULT_BLOCKED_MOUNT_NAMES });
       } catch (err) {
+        this.counters.mount_refusals!++;
         throw refuse(toSandforgeError(err), 'mounts');
       }
     }
@@ -190,6 +197,7 @@ export class SandboxManager {
         id,
         row.vm_dir!,
         mounts,
+        row.network,
       );
       const start = {
         mode: s.built ? ('template_built' as const) : ('clone' as const),
@@ -222,6 +230,39 @@ export class SandboxManager {
       log.error({ err: e.message }, 'sandbox create failed');
       throw e;
     }
+  }
+
+  /**
+   * A refusal that happened after create (egress, commands): counted always,
+   * announced as security.violation up to VIOLATION_EVENTS_PER_MINUTE per
+   * sandbox; the next announced one carries how many were held back.
+   */
+  reportViolation(
+    sandboxId: string,
+    data: { action: string; policy: string; rule: string; message: string } & Record<string, unknown>,
+  ): void {
+    this.counters.security_violations!++;
+    if (data.policy === 'network') this.counters.network_refusals!++;
+    if (data.policy === 'commands') this.counters.command_refusals!++;
+    const now = Date.now();
+    let b = this.violationBudget.get(sandboxId);
+    if (!b || now - b.windowStart >= 60_000) {
+      b = { windowStart: now, sent: 0, suppressed: b?.suppressed ?? 0 };
+      this.violationBudget.set(sandboxId, b);
+    }
+    if (b.sent >= VIOLATION_EVENTS_PER_MINUTE) {
+      b.suppressed++;
+      this.counters.security_violation_events_suppressed!++;
+      return;
+    }
+    b.sent++;
+    const suppressed = b.suppressed;
+    b.suppressed = 0;
+    const known = isSandboxId(sandboxId) && this.o.store.get(sandboxId) !== undefined;
+    this.ev.tx(() =>
+      this.ev.emit('security.violation', known ? sandboxId : null, { ...data, ...(suppressed ? { suppressed_before: suppressed } : {}) }),
+    );
+    this.o.log.warn({ sandbox_id: sandboxId, policy: data.policy, rule: data.rule }, data.message);
   }
 
   list(): Sandbox[] {
@@ -403,6 +444,7 @@ export class SandboxManager {
       if (vm) await vm.destroy();
       else if (row.vm_dir) await rm(row.vm_dir, { recursive: true, force: true });
       this.secretEnv.delete(id);
+      this.violationBudget.delete(id);
       this.ev.tx(() => {
         this.o.store.update(id, { status: 'terminated', message: reason, ended_at: new Date().toISOString(), qemu_pid: null });
         this.ev.emit('sandbox.destroyed', id, { reason });

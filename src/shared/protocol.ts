@@ -20,6 +20,12 @@
  *   POST /v1/files/mkdir          MkdirRequest → EmptyResponse
  *   POST /v1/files/remove         RemoveRequest → EmptyResponse
  *   POST /v1/files/rename         RenameRequest → EmptyResponse
+ *   POST /v1/mounts               MountRequest → MountResponse
+ *   POST /v1/egress/listen        EgressListenRequest → EgressListenResponse
+ *   POST /v1/egress/accept        held open by the host; answered 200 when a guest
+ *                                 process connects to the egress port, then the
+ *                                 request body carries host→guest bytes and the
+ *                                 response body guest→host bytes (a reverse tunnel)
  * Errors: non-2xx status with `AgentErrorBody` `{error: {code, message}}`.
  *
  * Exec frames: 1 byte type, 4 bytes big-endian payload length, payload
@@ -46,6 +52,8 @@ export const ROUTES = {
   fileRemove: '/v1/files/remove',
   fileRename: '/v1/files/rename',
   mounts: '/v1/mounts',
+  egressListen: '/v1/egress/listen',
+  egressAccept: '/v1/egress/accept',
 } as const;
 
 /**
@@ -758,4 +766,29 @@ export interface MountResponse {
 export const checkMountResponse: Check<MountResponse> = obj({
   mounted: arr(obj({ tag: str({ min: 3, maxBytes: 3, pattern: MOUNT_TAG_RE }), guest_path: absPath, read_only: bool }), 4),
   duration_ms: nonNegMs,
+});
+
+// ---------------------------------------------------------------------------
+// Egress (network modes fetch and full)
+
+/**
+ * The guest has no network device in any mode. In `fetch` and `full` the
+ * agent listens on this loopback port inside the guest and hands each
+ * connection to the host through /v1/egress/accept, where the supervisor's
+ * proxy judges it. Commands get HTTP(S)_PROXY pointing here.
+ */
+export const EGRESS_PROXY_PORT = 3128;
+
+export interface EgressListenRequest {
+  port: number;
+}
+export const checkEgressListenRequest: Check<EgressListenRequest> = obj({ port: int(1, 65535) });
+
+export interface EgressListenResponse {
+  address: string;
+  port: number;
+}
+export const checkEgressListenResponse: Check<EgressListenResponse> = obj({
+  address: str({ min: 1, maxBytes: 64 }),
+  port: int(1, 65535),
 });

@@ -166,6 +166,8 @@ export class MicroVm {
       shares?: ShareSpec[];
       /** Slots the agent mounts after init; `ready` resolves only once they are mounted. */
       mounts?: GuestMount[];
+      /** Network fetch/full: the guest's egress port and the env that points commands at it. */
+      egress?: { port: number; env: Record<string, string> };
     },
   ): Promise<MicroVm> {
     await copyFile(template.overlayPath, files.scratch);
@@ -191,8 +193,10 @@ export class MicroVm {
             entropy_b64: randomBytes(64).toString('base64'),
             hostname: opts.hostname,
             sandbox_id: opts.sandboxId,
+            ...(opts.egress ? { env: opts.egress.env } : {}),
           });
           if (opts.mounts?.length) await agent.mount({ mounts: opts.mounts });
+          if (opts.egress) await agent.listenEgress({ port: opts.egress.port });
           return agent;
         } catch (err) {
           agent.destroy();

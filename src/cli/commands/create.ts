@@ -14,14 +14,14 @@ interface CreateFlags extends ClientFlags {
   network?: NetworkMode;
 }
 
-const NETWORK_MODES = NetworkMode.anyOf.map((l) => l.const);
+export const NETWORK_MODES = NetworkMode.anyOf.map((l) => l.const);
 const limits = CreateSandboxRequest.properties;
 
 /** Bounds come from the request schema, so the CLI and the API cannot disagree. */
 const bounded = (name: string, s: { minimum?: number; maximum?: number }) =>
   intOption(name, s.minimum ?? 1, s.maximum ?? Number.MAX_SAFE_INTEGER);
 
-function networkOption(raw: string): NetworkMode {
+export function networkOption(raw: string): NetworkMode {
   const mode = NETWORK_MODES.find((m) => m === raw);
   if (!mode) throw new SandforgeError('invalid_argument', `--network must be one of ${NETWORK_MODES.join(', ')}, got "${raw}"`);
   return mode;

@@ -9,6 +9,9 @@ import { newSandboxId } from '../../shared/ids.js';
 import type { MicroVm } from '../../vmm/microvm.js';
 import { commandSpec, envOption, intOption } from '../parse.js';
 import { join, resolve } from 'node:path';
+import type { NetworkMode } from '../../shared/api-types.js';
+import { NETWORK_MODES, networkOption } from './create.js';
+import { networkPolicyFrom } from './supervisor.js';
 import { decideMounts, DEFAULT_BLOCKED_MOUNT_NAMES, type AcceptedMount } from '../../policy/mount-policy.js';
 
 interface RunOptions {
@@ -24,6 +27,10 @@ interface RunOptions {
   json?: boolean;
   /** --dir PATH; false with --no-dir; undefined: the current directory. */
   dir?: string | false;
+  network: NetworkMode;
+  fetchAllow: string[];
+  fetchAllowCidr: string[];
+  defaultFetchAllow: boolean;
 }
 
 /** Where `--dir` appears in the guest. */
@@ -44,6 +51,20 @@ export function registerRunCommand(program: Command): void {
     .option('--dir <path>', `host folder to mount read-write at ${WORKSPACE} and run in (default: the current directory)`)
     .option('--no-dir', 'mount no host folder')
     .option('--cwd <dir>', `working directory inside the sandbox (default ${WORKSPACE} when a folder is mounted)`)
+    .option('--network <mode>', `network mode: ${NETWORK_MODES.join(' | ')}`, networkOption, 'offline' as NetworkMode)
+    .option(
+      '--fetch-allow <domain>',
+      'with --network fetch: also allow this domain (repeatable)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option(
+      '--fetch-allow-cidr <cidr>',
+      'allow egress to these addresses although private, loopback or link-local (repeatable)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option('--no-default-fetch-allow', 'drop the default fetch allowlist (package registries, git hosts)')
     .option('--image <name>', 'image to boot', DEFAULT_IMAGE)
     .option('--images <dir>', 'images directory')
     .option('--accel <mode>', 'auto, kvm or tcg (default auto; env SANDFORGE_ACCEL)')
@@ -63,6 +84,11 @@ async function runOnce(words: string[], o: RunOptions): Promise<number> {
     if (!o.json) process.stderr.write(`sandforge: ${m}\n`);
   };
   const runtime = Runtime.create({ images: o.images, accel: o.accel, dieWithParent: true, onProgress: say });
+  if (o.network !== 'offline') {
+    runtime.enableEgress(networkPolicyFrom(o), {
+      onRefusal: (r) => say(`egress refused: ${r.host}:${r.port} (${r.rule}): ${r.message}`),
+    });
+  }
   if (runtime.accel.accel === 'tcg' && process.env.SANDFORGE_QUIET_ACCEL !== '1') {
     say(`using TCG (software emulation): ${runtime.accel.kvm === 'pvm' ? 'KVM here is PVM' : runtime.accel.kvm}`);
   }
@@ -89,6 +115,7 @@ async function runOnce(words: string[], o: RunOptions): Promise<number> {
       id,
       join(runtime.dirs.runsDir, `${process.pid}-${id}`),
       mounts,
+      o.network,
     );
     vm = started.vm;
     if (interrupted) return await interrupted;

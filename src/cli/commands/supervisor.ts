@@ -17,6 +17,7 @@ import { tokenId } from '../../api/auth.js';
 import { intOption } from '../parse.js';
 import { DEFAULT_BLOCKED_MOUNT_NAMES, type MountPolicyConfig } from '../../policy/mount-policy.js';
 import { isAbsolute } from 'node:path';
+import { DEFAULT_FETCH_DOMAINS, NetworkPolicy } from '../../policy/network-policy.js';
 
 interface SupervisorOptions {
   port: number;
@@ -48,6 +49,9 @@ interface SupervisorOptions {
   allowMount: string[];
   blockMountName: string[];
   defaultBlockedNames: boolean;
+  fetchAllow: string[];
+  fetchAllowCidr: string[];
+  defaultFetchAllow: boolean;
 }
 
 /** How often audit rows and settled events past their retention are pruned. */
@@ -166,6 +170,19 @@ export function registerSupervisorCommand(program: Command): void {
       [],
     )
     .option('--no-default-blocked-names', 'drop the default blocked names (only --block-mount-name ones apply)')
+    .option(
+      '--fetch-allow <domain>',
+      'network "fetch" may reach this domain (example.com, or *.example.com for its subdomains; repeatable; adds to the package-registry and git-host defaults)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option(
+      '--fetch-allow-cidr <cidr>',
+      "allow egress to these addresses although loopback, private, link-local or the host's own (e.g. an internal mirror; repeatable)",
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option('--no-default-fetch-allow', 'drop the default fetch allowlist (only --fetch-allow domains apply)')
     .option('--log-level <level>', 'pino log level', process.env.SANDFORGE_LOG_LEVEL ?? 'info')
     .action(async (o: SupervisorOptions) => {
       await runSupervisor(o);
@@ -202,7 +219,26 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
   const mountPolicy = mountPolicyFrom(o);
   if (mountPolicy.allowPrefixes.length)
     log.info({ allow: mountPolicy.allowPrefixes, blocked: mountPolicy.blockedNames }, 'host mounts enabled');
+  const networkPolicy = networkPolicyFrom(o);
   const manager = new SandboxManager({ runtime, store, limits, log, events, mountPolicy });
+  runtime.enableEgress(networkPolicy, {
+    onRefusal: (r) =>
+      manager.reportViolation(r.sandboxId, {
+        action: 'network.connect',
+        policy: 'network',
+        rule: r.rule,
+        message: r.message,
+        mode: r.mode,
+        host: r.host,
+        port: r.port,
+      }),
+    onError: (id, message) => log.info({ sandbox_id: id }, `egress connect failed: ${message}`),
+    onTunnelStop: (id, why) => log.debug({ sandbox_id: id }, `egress tunnel stopped: ${why}`),
+  });
+  log.info(
+    { fetch_allow: networkPolicy.domains.length, fetch_allow_cidr: networkPolicy.cidrs },
+    'egress proxy ready (network fetch, full)',
+  );
   await manager.start();
   worker.start(); // resumes every delivery left pending by the previous run (a crash included)
   if (endpoints.length) log.info({ endpoints: endpoints.map((e) => e.url) }, 'webhooks enabled');
@@ -237,6 +273,12 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+/** --fetch-allow / --fetch-allow-cidr → the egress proxy's policy (throws invalid_argument on a bad entry). */
+export function networkPolicyFrom(o: { fetchAllow?: string[]; fetchAllowCidr?: string[]; defaultFetchAllow?: boolean }): NetworkPolicy {
+  const defaults = o.defaultFetchAllow === false ? [] : [...DEFAULT_FETCH_DOMAINS];
+  return new NetworkPolicy({ allowDomains: [...defaults, ...(o.fetchAllow ?? [])], allowCidrs: [...(o.fetchAllowCidr ?? [])] });
 }
 
 /** --allow-mount / --block-mount-name → the manager's mount policy. */

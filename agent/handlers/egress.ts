@@ -1,0 +1,42 @@
+/** /v1/egress/listen and /v1/egress/accept: the guest end of the egress tunnel. */
+import type { ServerHttp2Stream } from 'node:http2';
+import { checkEgressListenRequest, type EgressListenResponse } from '../../src/shared/protocol.js';
+import type { AgentContext } from '../context.js';
+import { AgentFailure, readJson, sendJson } from '../http.js';
+
+export async function egressListenRoute(stream: ServerHttp2Stream, ctx: AgentContext): Promise<void> {
+  const req = await readJson(stream, checkEgressListenRequest);
+  let r: EgressListenResponse;
+  try {
+    r = await ctx.egress.listen(req.port);
+  } catch (err) {
+    throw new AgentFailure('conflict', `cannot listen on 127.0.0.1:${req.port}: ${(err as Error).message}`);
+  }
+  ctx.log(`egress proxy port listening on ${r.address}:${r.port}`);
+  sendJson(stream, 200, r);
+}
+
+/**
+ * Held open until a guest process connects; then the stream is the tunnel:
+ * request body → guest socket, guest socket → response body.
+ */
+export async function egressAcceptRoute(stream: ServerHttp2Stream, ctx: AgentContext): Promise<void> {
+  if (!ctx.egress.listening) throw new AgentFailure('conflict', 'egress is not enabled in this sandbox');
+  const claim = ctx.egress.claim();
+  const onGone = () => claim.cancel();
+  stream.once('close', onGone);
+  const sock = await claim.socket;
+  stream.off('close', onGone);
+  if (stream.destroyed || stream.closed) {
+    sock.destroy();
+    return;
+  }
+  stream.respond({ ':status': 200, 'content-type': 'application/octet-stream' });
+  sock.pipe(stream);
+  stream.pipe(sock);
+  sock.resume();
+  sock.once('close', () => {
+    if (!stream.destroyed) stream.close();
+  });
+  stream.once('close', () => sock.destroy());
+}
