@@ -41,13 +41,28 @@ export class SupervisorProcess {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  async start(extraArgs: string[] = [], port?: number): Promise<void> {
+  /**
+   * `wrap`: a command line the supervisor runs under, e.g. `unshare -m …`
+   * to give it its own /etc/hosts; it must exec its arguments.
+   */
+  async start(extraArgs: string[] = [], port?: number, wrap: string[] = []): Promise<void> {
     this.port = port ?? (await freePort());
-    this.child = spawn(
+    const argv = [
       process.execPath,
-      [CLI, 'supervisor', '--port', String(this.port), '--host', '127.0.0.1', '--images', IMAGES_DIR, '--data', this.dataDir, ...extraArgs],
-      { env: { ...process.env, SANDFORGE_TOKEN: this.token }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+      CLI,
+      'supervisor',
+      '--port',
+      String(this.port),
+      '--host',
+      '127.0.0.1',
+      '--images',
+      IMAGES_DIR,
+      '--data',
+      this.dataDir,
+      ...extraArgs,
+    ];
+    const [cmd, ...args] = [...wrap, ...argv] as [string, ...string[]];
+    this.child = spawn(cmd, args, { env: { ...process.env, SANDFORGE_TOKEN: this.token }, stdio: ['ignore', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (b: Buffer) => (this.log += b.toString()));
     this.child.stderr!.on('data', (b: Buffer) => (this.log += b.toString()));
     const deadline = Date.now() + 30_000;

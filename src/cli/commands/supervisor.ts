@@ -260,6 +260,9 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
   const stop = async (sig: string) => {
     if (stopping) return;
     stopping = true;
+    // QEMU children are unref'd (they outlive us by design): hold the loop open until shutdown ends, or Node
+    // would exit mid-destroy once the HTTP server is closed, leaving VM dirs behind.
+    setInterval(() => undefined, 1000);
     log.info({ signal: sig, destroy: !!o.destroyOnExit }, 'shutting down: finishing in-flight requests');
     await app.close();
     await manager.shutdown({ destroy: !!o.destroyOnExit });
