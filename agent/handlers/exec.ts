@@ -20,6 +20,8 @@ import type { AgentContext, RunningExec } from '../context.js';
 import { AgentFailure, toFailure } from '../http.js';
 import { launch, type LaunchSpec, type RunningProcess } from '../services/process-runner.js';
 import { resolveUser } from '../services/users.js';
+import { programNames } from '../services/program-names.js';
+import { firstShellWord, judgeProgram } from '../../src/policy/command-policy.js';
 
 /** Time between SIGTERM and SIGKILL when a command times out, ms. */
 const KILL_GRACE_MS = 1500;
@@ -53,6 +55,14 @@ async function buildLaunch(spec: ExecSpec, ctx: AgentContext): Promise<LaunchSpe
     PWD: cwd,
   };
   const [file, ...args] = spec.shell !== undefined ? ['/bin/sh', '-c', spec.shell] : spec.argv!;
+  if (spec.program_policy) {
+    const path = env.PATH ?? DEFAULT_PATH;
+    const first = spec.shell !== undefined ? firstShellWord(spec.shell) : null;
+    for (const prog of [file!, ...(first ? [first] : [])]) {
+      const refusal = judgeProgram(programNames(prog, path, cwd), spec.program_policy);
+      if (refusal) throw new AgentFailure('policy_denied', refusal);
+    }
+  }
   // Setting uid/gid makes libuv drop supplementary groups, which only root may do.
   const self = process.getuid?.() ?? 0;
   const ids = self === 0 || user.uid !== self ? { uid: user.uid, gid: user.gid } : {};

@@ -54,6 +54,7 @@ export class Runtime {
   readonly templates: TemplateStore;
   private egressProxy: EgressProxy | null = null;
   private egressHooks: EgressHooks | null = null;
+  private egressPolicy: NetworkPolicy | null = null;
   private readonly tunnels = new Map<string, EgressTunnel>();
 
   constructor(
@@ -82,7 +83,12 @@ export class Runtime {
   }
 
   /** Enables network modes fetch and full: the proxy every egress connection passes. */
+  get networkPolicy(): NetworkPolicy | null {
+    return this.egressPolicy;
+  }
+
   enableEgress(policy: NetworkPolicy, hooks: EgressHooks): void {
+    this.egressPolicy = policy;
     this.egressProxy = new EgressProxy({ policy, onRefusal: hooks.onRefusal, ...(hooks.onError ? { onError: hooks.onError } : {}) });
     this.egressHooks = hooks;
   }

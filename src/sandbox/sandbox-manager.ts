@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { DEFAULT_CPUS, DEFAULT_DISK_MB, DEFAULT_IMAGE, DEFAULT_MEMORY_MB } from '../config/defaults.js';
-import type { CreateSandboxRequest, DeleteResult, ExecuteRequest, ExecuteResult, Sandbox } from '../shared/api-types.js';
+import type { CreateSandboxRequest, DeleteResult, ExecuteRequest, ExecuteResult, InfoResponse, Sandbox } from '../shared/api-types.js';
 import { SandforgeError, toSandforgeError } from '../shared/errors.js';
 import { noopHub, type EventHub } from '../events/event-hub.js';
 import { redactEnv, redactText } from '../events/redact.js';
@@ -14,6 +14,7 @@ import { MicroVm, vmFiles } from '../vmm/microvm.js';
 import { killStaleQemu } from '../vmm/qemu-process.js';
 import { checkCreateLimits, type Limits } from './limits.js';
 import type { Runtime } from './local-runtime.js';
+import { judgeProgram, requestedProgramNames, type CommandPolicy } from '../policy/command-policy.js';
 import { decideMounts, DEFAULT_BLOCKED_MOUNT_NAMES, type AcceptedMount, type MountPolicyConfig } from '../policy/mount-policy.js';
 
 /** security.violation events one sandbox may cause per minute; the rest are counted. */
@@ -33,6 +34,8 @@ export interface ManagerOptions {
   events?: EventHub;
   /** Host mount rules; absent: no allowed prefix, so every mount is refused. */
   mountPolicy?: MountPolicyConfig;
+  /** Program allow/deny lists; absent or empty: every program may run. */
+  commandPolicy?: CommandPolicy;
 }
 
 /** What the audit log and task.timeout need about a command, kept beside its spec. */
@@ -82,6 +85,22 @@ export class SandboxManager {
 
   constructor(private readonly o: ManagerOptions) {
     this.ev = o.events ?? noopHub();
+  }
+
+  /** What the policies allow, for /v1/info (no secrets in here). */
+  policySummary(runtime: Runtime): InfoResponse['policy'] {
+    const m = this.o.mountPolicy;
+    const net = runtime.networkPolicy;
+    return {
+      mounts: { allow_prefixes: [...(m?.allowPrefixes ?? [])], blocked_names: [...(m?.blockedNames ?? DEFAULT_BLOCKED_MOUNT_NAMES)] },
+      network: {
+        modes: net ? ['offline', 'fetch', 'full'] : ['offline'],
+        fetch_allow: [...(net?.domains ?? [])],
+        fetch_allow_cidr: [...(net?.cidrs ?? [])],
+        egress_connections: runtime.egressConnections(),
+      },
+      commands: { allow: [...(this.o.commandPolicy?.allow ?? [])], deny: [...(this.o.commandPolicy?.deny ?? [])] },
+    };
   }
 
   get limits(): Limits {
@@ -318,6 +337,19 @@ export class SandboxManager {
       );
       throw e;
     }
+    const cp = this.o.commandPolicy;
+    const policed = cp && (cp.allow.length > 0 || cp.deny.length > 0) ? cp : null;
+    if (policed) {
+      const refusal = judgeProgram(
+        requestedProgramNames(typeof req.command === 'string' ? { shell: req.command } : { argv: req.command }),
+        policed,
+      );
+      if (refusal) {
+        const e = new SandforgeError('policy_denied', refusal);
+        this.refuseCommand(id, info, e);
+        throw e;
+      }
+    }
     const spec: ExecSpec = {
       ...(typeof req.command === 'string' ? { shell: req.command } : { argv: req.command }),
       env: { ...row.env, ...(createSecrets ?? {}), ...(req.env ?? {}), ...(req.secret_env ?? {}) },
@@ -327,8 +359,23 @@ export class SandboxManager {
     if (req.cwd) spec.cwd = req.cwd;
     if (req.user) spec.user = req.user;
     if (req.pty) spec.pty = req.pty;
+    if (policed) spec.program_policy = { allow: [...policed.allow], deny: [...policed.deny] };
     this.commandInfo.set(spec, info);
     return spec;
+  }
+
+  /** A command refused by the command policy (by the host, or by the agent after resolving the program). */
+  private refuseCommand(id: string, info: CommandInfo, e: SandforgeError): void {
+    this.ev.tx(() =>
+      this.ev.audit({ kind: 'sandbox.execute', sandbox_id: id, startedAt: Date.now(), detail: commandDetail(info), error_code: e.code }),
+    );
+    this.reportViolation(id, {
+      action: 'sandbox.execute',
+      policy: 'commands',
+      rule: 'command_policy',
+      message: e.message,
+      command: info.command,
+    });
   }
 
   /** The sandbox's agent, once ready (a fresh clone finishes its set-up behind this). */
@@ -374,7 +421,19 @@ export class SandboxManager {
     if (onStarted) h.started.then(onStarted, () => undefined);
     this.whileAlive(id, h.wait()).then(
       (x) => audit({ exit_code: x.exit_code, timed_out: x.timed_out }),
-      (err) => audit({ error_code: toSandforgeError(err).code }),
+      (err) => {
+        const e = toSandforgeError(err);
+        if (e.code === 'policy_denied' && info) {
+          this.reportViolation(id, {
+            action: 'sandbox.execute',
+            policy: 'commands',
+            rule: 'command_policy',
+            message: e.message,
+            command: info.command,
+          });
+        }
+        audit({ error_code: e.code });
+      },
     );
     return h;
   }

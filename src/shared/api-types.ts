@@ -209,6 +209,18 @@ export const InfoResponse = Type.Object({
     max_sandboxes: Type.Integer(),
     max_cpu: Type.Integer(),
     max_memory_mb: Type.Integer(),
+    max_disk_mb: Type.Integer(),
+    max_timeout_seconds: Type.Integer(),
+  }),
+  policy: Type.Object({
+    mounts: Type.Object({ allow_prefixes: Type.Array(Type.String()), blocked_names: Type.Array(Type.String()) }),
+    network: Type.Object({
+      modes: Type.Array(Type.String()),
+      fetch_allow: Type.Array(Type.String()),
+      fetch_allow_cidr: Type.Array(Type.String()),
+      egress_connections: Type.Integer(),
+    }),
+    commands: Type.Object({ allow: Type.Array(Type.String()), deny: Type.Array(Type.String()) }),
   }),
   counters: Type.Record(Type.String(), Type.Integer()),
 });

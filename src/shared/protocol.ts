@@ -280,6 +280,7 @@ export const AGENT_ERROR_CODES = [
   'forbidden',
   'conflict',
   'limit_exceeded',
+  'policy_denied',
   'payload_too_large',
   'not_implemented',
   'timeout',
@@ -404,8 +405,11 @@ export interface ExecSpec {
   pty?: { rows: number; cols: number };
   /** Whether the command gets a stdin pipe fed by stdin frames (default: /dev/null). */
   stdin?: boolean;
+  /** Command policy the agent applies after resolving the program (PATH, symlinks). */
+  program_policy?: { allow: string[]; deny: string[] };
 }
 const dim = int(1, MAX_TERMINAL_DIM);
+const programName = str({ min: 1, maxBytes: 128, pattern: /^[A-Za-z0-9._+-]+$/ });
 const userCheck: Check<string | number> = (x, path) =>
   typeof x === 'number'
     ? int(0, 0xfffffffe)(x, path)
@@ -422,6 +426,7 @@ export const checkExecSpec: Check<ExecSpec> = (x, path) => {
       timeout_ms: int(1, MAX_TIMEOUT_MS),
       pty: obj({ rows: dim, cols: dim }),
       stdin: bool,
+      program_policy: obj({ allow: arr(programName, 256), deny: arr(programName, 256) }),
     },
   )(x, path);
   if ((s.argv === undefined) === (s.shell === undefined)) fail(path, 'exactly one of argv and shell is required');

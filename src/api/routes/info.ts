@@ -26,7 +26,15 @@ export function infoRoutes(app: FastifyInstance, manager: SandboxManager, runtim
           state: b.state,
           ...(b.message ? { message: b.message } : {}),
         })),
-        capacity: { sandboxes: manager.runningCount, max_sandboxes: l.maxSandboxes, max_cpu: l.maxCpu, max_memory_mb: l.maxMemoryMb },
+        capacity: {
+          sandboxes: manager.runningCount,
+          max_sandboxes: l.maxSandboxes,
+          max_cpu: l.maxCpu,
+          max_memory_mb: l.maxMemoryMb,
+          max_disk_mb: l.maxDiskMb,
+          max_timeout_seconds: l.maxTimeoutSeconds,
+        },
+        policy: manager.policySummary(runtime),
         counters: { ...manager.counters },
       };
     },

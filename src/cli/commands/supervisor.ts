@@ -18,6 +18,7 @@ import { intOption } from '../parse.js';
 import { DEFAULT_BLOCKED_MOUNT_NAMES, type MountPolicyConfig } from '../../policy/mount-policy.js';
 import { isAbsolute } from 'node:path';
 import { DEFAULT_FETCH_DOMAINS, NetworkPolicy } from '../../policy/network-policy.js';
+import { PROGRAM_NAME_RE, type CommandPolicy } from '../../policy/command-policy.js';
 
 interface SupervisorOptions {
   port: number;
@@ -52,6 +53,8 @@ interface SupervisorOptions {
   fetchAllow: string[];
   fetchAllowCidr: string[];
   defaultFetchAllow: boolean;
+  allowCommand: string[];
+  denyCommand: string[];
 }
 
 /** How often audit rows and settled events past their retention are pruned. */
@@ -183,6 +186,18 @@ export function registerSupervisorCommand(program: Command): void {
       [],
     )
     .option('--no-default-fetch-allow', 'drop the default fetch allowlist (only --fetch-allow domains apply)')
+    .option(
+      '--allow-command <name>',
+      'only programs of these names may run (repeatable; checked on argv[0] after PATH and symlinks; a guard rail, not a boundary)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
+    .option(
+      '--deny-command <name>',
+      'refuse programs of these names (repeatable; same matching)',
+      (v: string, p: string[]) => [...p, v],
+      [],
+    )
     .option('--log-level <level>', 'pino log level', process.env.SANDFORGE_LOG_LEVEL ?? 'info')
     .action(async (o: SupervisorOptions) => {
       await runSupervisor(o);
@@ -220,7 +235,8 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
   if (mountPolicy.allowPrefixes.length)
     log.info({ allow: mountPolicy.allowPrefixes, blocked: mountPolicy.blockedNames }, 'host mounts enabled');
   const networkPolicy = networkPolicyFrom(o);
-  const manager = new SandboxManager({ runtime, store, limits, log, events, mountPolicy });
+  const commandPolicy = commandPolicyFrom(o);
+  const manager = new SandboxManager({ runtime, store, limits, log, events, mountPolicy, commandPolicy });
   runtime.enableEgress(networkPolicy, {
     onRefusal: (r) =>
       manager.reportViolation(r.sandboxId, {
@@ -282,6 +298,18 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
 export function networkPolicyFrom(o: { fetchAllow?: string[]; fetchAllowCidr?: string[]; defaultFetchAllow?: boolean }): NetworkPolicy {
   const defaults = o.defaultFetchAllow === false ? [] : [...DEFAULT_FETCH_DOMAINS];
   return new NetworkPolicy({ allowDomains: [...defaults, ...(o.fetchAllow ?? [])], allowCidrs: [...(o.fetchAllowCidr ?? [])] });
+}
+
+/** --allow-command / --deny-command → the command policy. */
+export function commandPolicyFrom(o: { allowCommand?: string[]; denyCommand?: string[] }): CommandPolicy {
+  for (const n of [...(o.allowCommand ?? []), ...(o.denyCommand ?? [])]) {
+    if (!PROGRAM_NAME_RE.test(n))
+      throw new SandforgeError(
+        'invalid_argument',
+        `--allow-command/--deny-command ${JSON.stringify(n)}: expected a program name such as python3 (no slashes)`,
+      );
+  }
+  return { allow: [...new Set(o.allowCommand ?? [])], deny: [...new Set(o.denyCommand ?? [])] };
 }
 
 /** --allow-mount / --block-mount-name → the manager's mount policy. */
