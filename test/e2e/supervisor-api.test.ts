@@ -35,7 +35,7 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
   const auth = () => ['-H', `Authorization: Bearer ${sup.token}`];
 
   before(async () => {
-    await sup.start(['--destroy-on-exit', '--max-memory-mb', '4096']);
+    await sup.start(['--destroy-on-exit', '--max-memory-mb', '4096', '--max-disk-mb', '8192', '--max-timeout-seconds', '3600']);
     client = new Client({ baseUrl: sup.url, token: sup.token });
   });
   after(async () => {
@@ -127,7 +127,7 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
     assert.equal(health.status, 200);
   });
 
-  test('bad input gets 400/404/413/501 with {error: {code, message}}', async () => {
+  test('bad input gets 400/404/413 with {error: {code, message}}', async () => {
     const post = (path: string, data: string) =>
       curl([...auth(), '-H', 'content-type: application/json', '--data-binary', data, `${sup.url}${path}`]);
     const cases: [Promise<{ status: number; body: any }>, number, string, RegExp][] = [
@@ -139,7 +139,9 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
       [post('/v1/sandboxes', '{"memory_mb": 8192}'), 400, 'limit_exceeded', /memory_mb 8192 exceeds the server limit of 4096/],
       [post('/v1/sandboxes', '{"memory_mb": 64}'), 400, 'invalid_argument', /below image "default"'s minimum/],
       [post('/v1/sandboxes', '{"image": "nope"}'), 404, 'image_not_found', /sandforge image build/],
-      [post('/v1/sandboxes', '{"network": "fetch"}'), 501, 'not_implemented', /only "offline"/],
+      [post('/v1/sandboxes', '{"disk_mb": 9000}'), 400, 'limit_exceeded', /disk_mb 9000 exceeds the server limit of 8192 \(--max-disk-mb\)/],
+      [post('/v1/sandboxes', '{"timeout_seconds": 7200}'), 400, 'limit_exceeded', /--max-timeout-seconds/],
+      [post('/v1/sandboxes', '{"network": "internet"}'), 400, 'invalid_argument', /network/],
       [post('/v1/sandboxes/sb_00000000000000000000/execute', '{"command": "true"}'), 404, 'sandbox_not_found', /no sandbox/],
       [post('/v1/sandboxes/../../etc/execute', '{"command": "true"}'), 404, 'not_found', /no route/],
       [curl([...auth(), `${sup.url}/v1/sandboxes/not-an-id`]), 404, 'sandbox_not_found', /no sandbox/],
@@ -151,8 +153,13 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
       assert.equal(r.body.error.code, code);
       assert.match(r.body.error.message, msg);
     }
-    // The server is still fine after all that.
+    // The server is still fine after all that, and counted each refusal above the maxima.
     assert.equal((await curl([`${sup.url}/healthz`])).status, 200);
+    const info = await curl([...auth(), `${sup.url}/v1/info`]);
+    assert.equal(info.body.counters.limit_refusals, 4, JSON.stringify(info.body.counters));
+    assert.ok(info.body.counters.security_violations >= 4);
+    assert.equal(info.body.capacity.max_disk_mb, 8192);
+    assert.equal(info.body.capacity.max_timeout_seconds, 3600);
   });
 
   describe('with running sandboxes', () => {
