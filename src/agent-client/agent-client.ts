@@ -98,7 +98,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 function openSession(sock: Socket): ClientHttp2Session {
   const session = h2connect('http://sandforge-agent', {
     createConnection: () => sock,
-    settings: { initialWindowSize: STREAM_WINDOW_BYTES },
+    // The guest is the server here: it may answer, never push streams of its own.
+    settings: { initialWindowSize: STREAM_WINDOW_BYTES, enablePush: false },
   });
   session.on('error', () => undefined); // surfaces as 'close' and failed calls
   session.once('connect', () => session.setLocalWindowSize(SESSION_WINDOW_BYTES));

@@ -76,9 +76,12 @@ export function parseProxyHead(head: string): ParsedHead {
   if (!target) throw new Error('bad host in URL');
   const headers = lines
     .slice(1)
-    .filter((l) => l.length > 0 && !/^(proxy-connection|proxy-authorization|connection|keep-alive)\s*:/i.test(l));
-  // One request per upstream connection: a second request could name another host.
-  const forward = Buffer.from([`${method} ${url.pathname}${url.search} HTTP/1.1`, ...headers, 'Connection: close', '', ''].join('\r\n'));
+    .filter((l) => l.length > 0 && !/^(host|proxy-connection|proxy-authorization|connection|keep-alive)\s*:/i.test(l));
+  // Host is the judged authority (no fronting another site on a shared address); one request per
+  // upstream connection, since a second request could name another host.
+  const forward = Buffer.from(
+    [`${method} ${url.pathname}${url.search} HTTP/1.1`, `Host: ${url.host}`, ...headers, 'Connection: close', '', ''].join('\r\n'),
+  );
   return { method, target, forward };
 }
 

@@ -120,7 +120,7 @@ describe('webhooks: outage, kill -9, audit, secrets, SSE', { skip }, () => {
     assert.equal(upload.status, 200);
     for (const [body, status] of [
       [{ cpu: 64 }, 400],
-      [{ memory_mb: 999999 }, 400],
+      [{ memory_mb: 262144 }, 400],
       [{ mounts: [{ host_path: '/tmp', guest_path: '/mnt' }] }, 403],
     ] as const) {
       const r = await api(sup, 'POST', '/v1/sandboxes', { ...body, secret_env: { S: execSecret } });

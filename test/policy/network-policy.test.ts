@@ -115,6 +115,11 @@ describe('egress proxy request heads', () => {
     assert.deepEqual(r.target, { host: 'mirror.example', port: 8080 });
     assert.equal(r.forward!.toString(), 'GET /pkg/a?x=1 HTTP/1.1\r\nHost: mirror.example:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n');
     assert.deepEqual(parseProxyHead('GET http://a.example/ HTTP/1.0').target, { host: 'a.example', port: 80 });
+    // A Host header naming another site on the same address is replaced by the judged one.
+    assert.equal(
+      parseProxyHead('GET http://a.example/ HTTP/1.1\r\nHost: other.example').forward!.toString(),
+      'GET / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n',
+    );
   });
 
   test('origin-form, other schemes, credentials and garbage are 400s', () => {
