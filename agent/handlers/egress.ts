@@ -28,7 +28,7 @@ export async function egressAcceptRoute(stream: ServerHttp2Stream, ctx: AgentCon
   const sock = await claim.socket;
   stream.off('close', onGone);
   if (stream.destroyed || stream.closed) {
-    sock.destroy();
+    ctx.egress.giveBack(sock); // the host's session went away (e.g. a supervisor restart): the next accept takes it
     return;
   }
   stream.respond({ ':status': 200, 'content-type': 'application/octet-stream' });

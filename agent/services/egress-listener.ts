@@ -59,6 +59,14 @@ export class EgressListener {
     };
   }
 
+  /** A claimed connection whose accept stream died before it was used: next in line again. */
+  giveBack(sock: Socket): void {
+    if (sock.destroyed) return;
+    const w = this.waiters.shift();
+    if (w) return w.give(sock);
+    this.queue.unshift(sock);
+  }
+
   close(): void {
     this.server?.close();
     this.server = null;

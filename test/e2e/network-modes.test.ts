@@ -50,6 +50,8 @@ describe('network modes against a real supervisor, a namespace the test creates 
   let hooks: Server;
   const events: { event: string; data: Record<string, unknown> }[] = [];
   const ids: Record<string, string> = {};
+  let supArgs: string[];
+  let supWrap: string[];
 
   const api = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> => {
     const r = await fetch(`${sup.url}${path}`, {
@@ -128,24 +130,22 @@ for h, p in ${JSON.stringify(targets)}:
       hostsFile,
       `${readFileSync('/etc/hosts', 'utf8')}\n${ALLOWED_IP} ${ALLOWED_NAME}\n${DENIED_IP} ${DENIED_NAME}\n127.0.0.1 loopback.sandforge.test\n`,
     );
-    await sup.start(
-      [
-        '--destroy-on-exit',
-        '--no-default-fetch-allow',
-        '--fetch-allow',
-        ALLOWED_NAME,
-        '--fetch-allow',
-        'loopback.sandforge.test',
-        '--fetch-allow-cidr',
-        `${ALLOWED_IP}/32`,
-        '--webhook-url',
-        `http://127.0.0.1:${hookPort}/hook`,
-        '--webhook-secret',
-        'network-test-secret',
-      ],
-      undefined,
-      ['unshare', '-m', '--', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hostsFile],
-    );
+    supArgs = [
+      '--destroy-on-exit',
+      '--no-default-fetch-allow',
+      '--fetch-allow',
+      ALLOWED_NAME,
+      '--fetch-allow',
+      'loopback.sandforge.test',
+      '--fetch-allow-cidr',
+      `${ALLOWED_IP}/32`,
+      '--webhook-url',
+      `http://127.0.0.1:${hookPort}/hook`,
+      '--webhook-secret',
+      'network-test-secret',
+    ];
+    supWrap = ['unshare', '-m', '--', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', hostsFile];
+    await sup.start(supArgs, undefined, supWrap);
     for (const mode of ['offline', 'fetch', 'full']) {
       const r = await api('POST', '/v1/sandboxes', { network: mode });
       assert.equal(r.status, 201, JSON.stringify(r.body));
@@ -267,5 +267,13 @@ for h, p in ${JSON.stringify(targets)}:
     assert.equal(one.data.host, DENIED_NAME);
     assert.equal(one.data.port, 8080);
     assert.equal(one.data.mode, 'fetch');
+  });
+
+  test('egress keeps working in a sandbox adopted by a supervisor restarted after kill -9', async () => {
+    await sup.kill9();
+    await sup.start(supArgs, sup.port, supWrap);
+    const r = await sh(ids.fetch!, `curl -sS -m 20 http://${ALLOWED_NAME}:8080/after-restart`);
+    assert.equal(r.exit_code, 0, r.stderr);
+    assert.match(r.stdout, /allowed-server says hello via GET \/after-restart/);
   });
 });
