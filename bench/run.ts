@@ -7,6 +7,7 @@
  * Prints a table and writes bench/results/latest.json.
  */
 import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from '../sdk/src/index.js';
@@ -108,6 +109,59 @@ function rssMb(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
+/**
+ * Runs in a fetch-mode guest: GETs through the egress proxy to a host server
+ * against the same GETs to a server on the guest's own loopback, so the
+ * tunnel's cost shows as a ratio. Prints one JSON line.
+ */
+const EGRESS_SCRIPT = String.raw`
+import json, os, sys, threading, time, urllib.request, http.server
+for k in ('NO_PROXY', 'no_proxy'): os.environ.pop(k, None)  # the host target is on 127.0.0.1 too
+host_port = int(sys.argv[1]); big = int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b'x' if self.path == '/small' else b'0' * big
+        self.send_response(200); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+local = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+threading.Thread(target=local.serve_forever, daemon=True).start()
+direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+proxied = urllib.request.build_opener(urllib.request.ProxyHandler({'http': 'http://127.0.0.1:3128'}))
+def p50(opener, url, n=15):
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter(); opener.open(url).read(); ts.append((time.perf_counter() - t) * 1000)
+    return sorted(ts)[len(ts) // 2]
+def mbps(opener, url):
+    t = time.perf_counter(); n = len(opener.open(url).read()); return n / 2**20 / (time.perf_counter() - t)
+lp = 'http://127.0.0.1:%d' % local.server_address[1]; hp = 'http://127.0.0.1:%d' % host_port
+print(json.dumps({'local_get_ms': p50(direct, lp + '/small'), 'egress_get_ms': p50(proxied, hp + '/small'),
+                  'local_mb_s': mbps(direct, lp + '/big'), 'egress_mb_s': mbps(proxied, hp + '/big')}))
+`;
+
+async function egressBench(): Promise<{ local_get_ms: number; egress_get_ms: number; local_mb_s: number; egress_mb_s: number }> {
+  const BIG = 32 * 2 ** 20;
+  const blob = Buffer.alloc(BIG);
+  const server = createServer((req, res) => res.end(req.url === '/small' ? 'x' : blob));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  // The bench's own target is on host loopback, which only an explicit CIDR opens.
+  const sup = new SupervisorProcess();
+  await sup.start(['--destroy-on-exit', '--log-level', 'warn', '--fetch-allow-cidr', '127.0.0.1/32']);
+  try {
+    const client = new Client({ baseUrl: sup.url, token: sup.token });
+    const sb = await client.create({ network: 'fetch' });
+    const r = await sb.commands.run(['python3', '-c', EGRESS_SCRIPT, String(port), String(BIG)], { timeoutSeconds: 300 });
+    await sb.kill();
+    if (r.exit_code !== 0) throw new Error(`egress bench failed: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  } finally {
+    await sup.stop();
+    sup.removeDataDir();
+    server.close();
+  }
+}
+
 async function main(): Promise<void> {
   const runtime = Runtime.create({ dieWithParent: true, onProgress: say });
   say(`acceleration: ${runtime.accel.accel} (${runtime.accel.kvm})`);
@@ -153,6 +207,9 @@ async function main(): Promise<void> {
     const rss = pids.map(rssMb);
     await Promise.all(ok.map((r) => r.value[1].kill()));
 
+    say('egress: GETs and a 32 MiB download through the fetch proxy vs the guest loopback');
+    const eg = await egressBench();
+
     say('restore floor × 10 (QEMU alone)');
     const floor = await restoreFloor(runtime, 10);
     say('cold boot × 2');
@@ -174,6 +231,11 @@ async function main(): Promise<void> {
       guest_spawn_true_p50_ms: round(pct(guestSpawn, 50)),
       idle_rss_mb_per_sandbox: round(rss.reduce((a, b) => a + b, 0) / Math.max(1, rss.length)),
       idle_pss_mb_per_sandbox: round(pss.reduce((a, b) => a + b, 0) / Math.max(1, pss.length)),
+      egress_get_p50_ms: round(eg.egress_get_ms),
+      guest_loopback_get_p50_ms: round(eg.local_get_ms),
+      egress_download_mb_s: round(eg.egress_mb_s),
+      guest_loopback_download_mb_s: round(eg.local_mb_s),
+      ratio_egress_get_over_loopback: round(eg.egress_get_ms / eg.local_get_ms),
       ratio_cold_over_clone: round(pct(cold, 50) / pct(create, 50)),
       ratio_clone_over_floor: round(pct(create, 50) / pct(floor, 50)),
       measured_at: new Date().toISOString(),
