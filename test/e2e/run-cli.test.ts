@@ -112,12 +112,33 @@ describe('sandforge run', { skip }, () => {
     await assertClean();
   });
 
+  test('--network fetch: commands get the proxy; a refused destination is a 403 in the guest and a line on stderr', async () => {
+    const r = await runCli([
+      'run',
+      '--no-dir',
+      '--network',
+      'fetch',
+      '--no-default-fetch-allow',
+      '--',
+      'sh',
+      '-c',
+      'echo "$HTTPS_PROXY"; curl -sS -o /dev/null -w "%{http_code}\n" http://example.com/',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'http://127.0.0.1:3128\n403\n');
+    assert.match(r.stderr, /egress refused: example\.com:80 \(domain_not_allowed\)/);
+    await assertClean();
+  });
+
   test('bad input: clear message and non-zero exit', async () => {
     const cases: [string[], RegExp][] = [
       [['run', '--image', 'nope', '--', 'true'], /image "nope" not found.*sandforge image build/],
       [['run', '--cpu', '0', '--', 'true'], /--cpu must be between 1 and/],
       [['run', '--mem', '64', '--', 'true'], /below image "default"'s minimum/],
       [['run'], /missing command/],
+      [['run', '--network', 'internet', '--', 'true'], /--network must be one of offline, fetch, full/],
+      [['run', '--network', 'fetch', '--fetch-allow', 'http://x', '--', 'true'], /--fetch-allow "http:\/\/x": expected a domain/],
+      [['run', '--network', 'fetch', '--fetch-allow-cidr', '10.0.0.0/99', '--', 'true'], /--fetch-allow-cidr "10\.0\.0\.0\/99": prefix/],
     ];
     for (const [args, msg] of cases) {
       const r = await runCli(args);
