@@ -1,13 +1,15 @@
 /**
  * Starts a command on pipes or on a pseudo-terminal behind one interface.
  * Every command leads its own process group (pipes: `detached`; PTY: the
- * child calls setsid), so signals and timeouts reach the whole tree.
+ * child calls setsid), so signals and timeouts reach the whole tree. Both
+ * kinds start inside the guest's `workload` cgroup (./workload-cgroup.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
 import type { IPty } from '@lydell/node-pty';
 import { AgentFailure } from '../http.js';
+import { spawnInWorkload, workloadCgroupStatus, type CommandCgroup } from './workload-cgroup.js';
 
 /** How long to wait for stdout/stderr to close after the process exits, ms. */
 const PIPE_DRAIN_GRACE_MS = 300;
@@ -44,6 +46,12 @@ export interface RunningProcess {
   killGroup(signal: NodeJS.Signals): void;
 }
 
+/** Signals the process group; SIGKILL also empties the command's cgroup (setsid'd and forking children included). */
+function killTree(pid: number, signal: NodeJS.Signals, cg: CommandCgroup | null): void {
+  killGroup(pid, signal);
+  if (signal === 'SIGKILL') cg?.kill();
+}
+
 function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
@@ -59,21 +67,24 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 const signalNames = new Map<number, string>(Object.entries(constants.signals).map(([k, v]) => [v, k]));
 
 async function launchPipes(spec: LaunchSpec, ev: ProcessEvents): Promise<RunningProcess> {
-  const child: ChildProcess = spawn(spec.file, spec.args, {
-    cwd: spec.cwd,
-    env: spec.env,
-    uid: spec.uid,
-    gid: spec.gid,
-    detached: true,
-    stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-  });
+  let cg: CommandCgroup | null = null;
+  const child: ChildProcess = spawnInWorkload(
+    () =>
+      spawn(spec.file, spec.args, {
+        cwd: spec.cwd,
+        env: spec.env,
+        uid: spec.uid,
+        gid: spec.gid,
+        detached: true,
+        stdio: [spec.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+      }),
+    (c) => c.pid,
+    (g) => (cg = g),
+  );
   if (child.pid === undefined) {
-    // spawn failed (ENOENT, EACCES…); the reason arrives as the error event.
+    // spawn failed (ENOENT, EACCES, EAGAIN…); the reason arrives as the error event.
     return new Promise((_resolve, reject) => {
-      child.once('error', (err: NodeJS.ErrnoException) => {
-        const code = err.code === 'ENOENT' ? 'not_found' : err.code === 'EACCES' || err.code === 'EPERM' ? 'forbidden' : 'internal';
-        reject(new AgentFailure(code, `cannot start ${spec.file}: ${err.message}`));
-      });
+      child.once('error', (err: NodeJS.ErrnoException) => reject(startFailure(spec.file, err)));
     });
   }
   const pid = child.pid;
@@ -82,6 +93,7 @@ async function launchPipes(spec: LaunchSpec, ev: ProcessEvents): Promise<Running
   const finish = () => {
     if (done || !exited) return;
     done = true;
+    cg?.release();
     ev.onExit(exited.code, exited.signal);
   };
   child.stdout!.on('data', (d: Buffer) => ev.onStdout(d));
@@ -113,7 +125,7 @@ async function launchPipes(spec: LaunchSpec, ev: ProcessEvents): Promise<Running
       child.stdout!.resume();
       child.stderr!.resume();
     },
-    killGroup: (signal) => killGroup(pid, signal),
+    killGroup: (signal) => killTree(pid, signal, cg),
   };
 }
 
@@ -139,28 +151,50 @@ function loadPty(): PtyModule {
   throw new AgentFailure('not_implemented', `PTY support unavailable: node-pty failed to load: ${ptyLoadError}`);
 }
 
+/** Why a command could not start, with the process limit named when fork hit it. */
+function startFailure(file: string, err: NodeJS.ErrnoException): AgentFailure {
+  if (err.code === 'EAGAIN') {
+    const pids = workloadCgroupStatus().limits?.pidsMax;
+    const why = pids ? `the sandbox's process limit (${pids} processes and threads) is reached` : 'the process limit is reached';
+    return new AgentFailure('limit_exceeded', `cannot start ${file}: ${why} (${err.message})`);
+  }
+  const code = err.code === 'ENOENT' ? 'not_found' : err.code === 'EACCES' || err.code === 'EPERM' ? 'forbidden' : 'internal';
+  return new AgentFailure(code, `cannot start ${file}: ${err.message}`);
+}
+
 function launchPty(spec: LaunchSpec, size: { rows: number; cols: number }, ev: ProcessEvents): RunningProcess {
   const pty = loadPty();
   let term: IPty;
+  let ptyCg: CommandCgroup | null = null;
   try {
-    term = pty.spawn(spec.file, spec.args, {
-      name: spec.env.TERM ?? 'xterm-256color',
-      cols: size.cols,
-      rows: size.rows,
-      cwd: spec.cwd,
-      env: spec.env,
-      uid: spec.uid,
-      gid: spec.gid,
-      encoding: null,
-    });
+    // node-pty forks synchronously inside spawn, so the child starts in the workload cgroup.
+    term = spawnInWorkload(
+      () =>
+        pty.spawn(spec.file, spec.args, {
+          name: spec.env.TERM ?? 'xterm-256color',
+          cols: size.cols,
+          rows: size.rows,
+          cwd: spec.cwd,
+          env: spec.env,
+          uid: spec.uid,
+          gid: spec.gid,
+          encoding: null,
+        }),
+      (t) => t.pid,
+      (g) => (ptyCg = g),
+    );
   } catch (err) {
-    throw new AgentFailure('internal', `cannot start ${spec.file} on a PTY: ${err instanceof Error ? err.message : String(err)}`);
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/EAGAIN|Resource temporarily unavailable/.test(msg))
+      throw startFailure(spec.file, Object.assign(new Error(msg), { code: 'EAGAIN' }));
+    throw new AgentFailure('internal', `cannot start ${spec.file} on a PTY: ${msg}`);
   }
   const pid = term.pid;
   // encoding: null makes node-pty hand out Buffers; its typings say string.
   term.onData((d) => ev.onStdout(typeof d === 'string' ? Buffer.from(d) : (d as Buffer)));
   // node-pty emits exit only after the terminal's output was read to the end.
   term.onExit(({ exitCode, signal }) => {
+    ptyCg?.release();
     if (signal) ev.onExit(null, signalNames.get(signal) ?? `SIG${signal}`);
     else ev.onExit(exitCode & 0xff, null);
   });
@@ -175,7 +209,7 @@ function launchPty(spec: LaunchSpec, size: { rows: number; cols: number }, ev: P
     resize: (rows, cols) => term.resize(cols, rows),
     pauseOutput: () => term.pause(),
     resumeOutput: () => term.resume(),
-    killGroup: (signal) => killGroup(pid, signal),
+    killGroup: (signal) => killTree(pid, signal, ptyCg),
   };
 }
 

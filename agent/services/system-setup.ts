@@ -33,6 +33,7 @@ import { performance } from 'node:perf_hooks';
 import type { InitRequest, InitResponse } from '../../src/shared/protocol.js';
 import type { AgentContext } from '../context.js';
 import { HelperUnavailable, SystemHelper, type HelperInitRequest, type HelperInitResult } from './system-helper.js';
+import { setupWorkloadCgroup } from './workload-cgroup.js';
 
 const HELPER_TIMEOUT_MS = 5000;
 const PYTHONS = ['/usr/bin/python3', '/usr/local/bin/python3', '/bin/python3'];
@@ -168,13 +169,22 @@ export async function privilegedInit(
 
 let systemHelper: SystemHelper | null = null;
 
+let limitsSetUp = false;
+
 /**
- * Starts the resident helper (no-op in --no-system mode or when it runs).
- * Call once when the agent starts, so the template is snapshotted with it
- * running and every clone inherits it; applyInit also starts it lazily.
+ * Starts the agent's system side (no-op in --no-system mode): first the
+ * guest's resource limits (cgroups, the agent's oom_score_adj; once), so the
+ * helper starts inside the agent's cgroup, then the resident helper unless
+ * it runs. Called when the agent starts, so the template is snapshotted with
+ * both in place and every clone inherits them; applyInit also starts the
+ * helper lazily.
  */
 export function startSystemHelper(ctx: AgentContext): SystemHelper | null {
   if (ctx.noSystem) return null;
+  if (!limitsSetUp) {
+    limitsSetUp = true;
+    setupWorkloadCgroup(ctx.log);
+  }
   systemHelper ??= new SystemHelper({ log: ctx.log });
   systemHelper.start();
   return systemHelper;

@@ -4,6 +4,7 @@ import { userInfo } from 'node:os';
 import { promisify } from 'node:util';
 import { listImages } from '../image/store.js';
 import { detectAccel } from '../vmm/accel.js';
+import { probeHostCgroup } from '../vmm/host-cgroup.js';
 import { QEMU_BINARY } from '../vmm/qemu-process.js';
 
 const run = promisify(execFile);
@@ -287,6 +288,17 @@ export async function runChecks(opts: { imagesDir: string; accel?: string; paths
       // statfs unsupported: nothing to say
     }
   }
+  const cg = probeHostCgroup();
+  out.push(
+    cg.enabled
+      ? { name: 'host cgroup', status: 'ok', detail: `each QEMU gets its own cgroup with memory and pids limits: ${cg.reason}` }
+      : {
+          name: 'host cgroup',
+          status: 'info',
+          detail: `QEMU runs without a host cgroup (the guest's own limits still apply): ${cg.reason}`,
+          fix: 'run the supervisor as root, or under systemd with Delegate=yes on cgroup v2',
+        },
+  );
   out.push(...deploymentChecks(opts.paths ?? HOST_PATHS));
   return out;
 }

@@ -222,6 +222,8 @@ export const InfoResponse = Type.Object({
     }),
     commands: Type.Object({ allow: Type.Array(Type.String()), deny: Type.Array(Type.String()) }),
   }),
+  /** Whether each QEMU runs in its own host cgroup, and why (not). */
+  host_cgroup: Type.Object({ enabled: Type.Boolean(), version: Type.Union([Type.String(), Type.Null()]), reason: Type.String() }),
   counters: Type.Record(Type.String(), Type.Integer()),
 });
 export type InfoResponse = Static<typeof InfoResponse>;

@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { HostCgroup, cgroupNameForVmDir, limitsFromQemuArgs } from './host-cgroup.js';
 
 export const QEMU_BINARY = process.env.SANDFORGE_QEMU ?? 'qemu-system-x86_64';
 
@@ -18,6 +20,8 @@ export interface SpawnOptions {
    * it off so VMs outlive a restart and are adopted again.
    */
   dieWithParent: boolean;
+  /** Hears why QEMU could not get its host cgroup (it then runs without one). */
+  onWarning?: (msg: string) => void;
 }
 
 /** A QEMU process, either spawned here or adopted by pid after a restart. */
@@ -28,8 +32,11 @@ export class QemuProcess {
   private constructor(
     readonly pid: number,
     exited: Promise<ExitInfo>,
+    /** Its host cgroup (./host-cgroup.ts), removed once QEMU is gone, before `exited` resolves. */
+    readonly cgroup: HostCgroup | null = null,
   ) {
-    this.exited = exited.then((info) => {
+    this.exited = exited.then(async (info) => {
+      await cgroup?.remove();
       this.exitInfo = info;
       return info;
     });
@@ -49,7 +56,10 @@ export class QemuProcess {
       });
       if (!opts.dieWithParent) child.unref();
       if (child.pid === undefined) throw new Error(`cannot start ${cmd}`);
-      return new QemuProcess(child.pid, exited);
+      // The VM dir (the log's folder) names the cgroup, -m sizes it; setpriv execs QEMU in the same pid.
+      const limits = limitsFromQemuArgs(opts.args);
+      const cgroup = limits ? HostCgroup.attach(cgroupNameForVmDir(dirname(opts.logFile)), child.pid, limits, opts.onWarning) : null;
+      return new QemuProcess(child.pid, exited, cgroup);
     } finally {
       closeSync(fd);
     }
@@ -60,12 +70,16 @@ export class QemuProcess {
    * `marker` (guards against pid reuse). Returns null if it is gone.
    */
   static adopt(pid: number, marker: string): QemuProcess | null {
-    if (!isQemuWithMarker(pid, marker)) return null;
+    if (!isQemuWithMarker(pid, marker)) {
+      void HostCgroup.find(cgroupNameForVmDir(marker))?.remove();
+      return null;
+    }
     const exited = (async (): Promise<ExitInfo> => {
       while (isQemuWithMarker(pid, marker)) await sleep(250);
       return { code: null, signal: null };
     })();
-    return new QemuProcess(pid, exited);
+    // The marker is the VM dir: the cgroup the first supervisor made for it, if any.
+    return new QemuProcess(pid, exited, HostCgroup.find(cgroupNameForVmDir(marker)));
   }
 
   get alive(): boolean {
@@ -90,12 +104,16 @@ export class QemuProcess {
 
 /** SIGKILLs a QEMU left from an earlier run, only if its command line still names `marker` (pid-reuse guard). */
 export function killStaleQemu(pid: number, marker: string): void {
-  if (!isQemuWithMarker(pid, marker)) return;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // gone meanwhile
+  // Its cgroup goes too (once the process is gone; remove() waits for that, bounded).
+  const cgroup = HostCgroup.find(cgroupNameForVmDir(marker));
+  if (isQemuWithMarker(pid, marker)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
   }
+  void cgroup?.remove();
 }
 
 function isQemuWithMarker(pid: number, marker: string): boolean {

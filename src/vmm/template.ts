@@ -10,8 +10,11 @@ import type { QemuSpec, ShareSpec } from './qemu-args.js';
 
 const run = promisify(execFile);
 
-/** Bump when the template's device list or layout changes: old templates are then rebuilt. */
-const TEMPLATE_LAYOUT = 3;
+/**
+ * Bump when the template's device list or layout changes: old templates are then rebuilt.
+ * 4: the agent sets up the guest's cgroups (workload limits, oom_score_adj) at start.
+ */
+const TEMPLATE_LAYOUT = 4;
 
 /** What a template is a snapshot of. Clones take exactly this shape. */
 export interface TemplateShape {

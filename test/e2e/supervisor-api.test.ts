@@ -139,7 +139,12 @@ describe('supervisor REST API on a real supervisor', { skip }, () => {
       [post('/v1/sandboxes', '{"memory_mb": 8192}'), 400, 'limit_exceeded', /memory_mb 8192 exceeds the server limit of 4096/],
       [post('/v1/sandboxes', '{"memory_mb": 64}'), 400, 'invalid_argument', /below image "default"'s minimum/],
       [post('/v1/sandboxes', '{"image": "nope"}'), 404, 'image_not_found', /sandforge image build/],
-      [post('/v1/sandboxes', '{"disk_mb": 9000}'), 400, 'limit_exceeded', /disk_mb 9000 exceeds the server limit of 8192 \(--max-disk-mb\)/],
+      [
+        post('/v1/sandboxes', '{"disk_mb": 9000}'),
+        400,
+        'limit_exceeded',
+        /disk_mb 9000 exceeds the server limit of 8192 \(--max-disk-mb\)/,
+      ],
       [post('/v1/sandboxes', '{"timeout_seconds": 7200}'), 400, 'limit_exceeded', /--max-timeout-seconds/],
       [post('/v1/sandboxes', '{"network": "internet"}'), 400, 'invalid_argument', /network/],
       [post('/v1/sandboxes/sb_00000000000000000000/execute', '{"command": "true"}'), 404, 'sandbox_not_found', /no sandbox/],

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { listImages } from '../../image/store.js';
 import { InfoResponse, type InfoResponse as Info } from '../../shared/api-types.js';
 import { VERSION } from '../../shared/version.js';
+import { hostCgroupStatus } from '../../vmm/host-cgroup.js';
 import type { SandboxManager } from '../../sandbox/sandbox-manager.js';
 import type { Runtime } from '../../sandbox/local-runtime.js';
 
@@ -35,6 +36,7 @@ export function infoRoutes(app: FastifyInstance, manager: SandboxManager, runtim
           max_timeout_seconds: l.maxTimeoutSeconds,
         },
         policy: manager.policySummary(runtime),
+        host_cgroup: hostCgroupStatus(),
         counters: { ...manager.counters },
       };
     },

@@ -19,6 +19,7 @@ import { DEFAULT_BLOCKED_MOUNT_NAMES, type MountPolicyConfig } from '../../polic
 import { isAbsolute } from 'node:path';
 import { DEFAULT_FETCH_DOMAINS, NetworkPolicy } from '../../policy/network-policy.js';
 import { PROGRAM_NAME_RE, type CommandPolicy } from '../../policy/command-policy.js';
+import { hostCgroupStatus } from '../../vmm/host-cgroup.js';
 
 interface SupervisorOptions {
   port: number;
@@ -209,6 +210,8 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
   const log = pino({ level: o.logLevel, base: { svc: 'sandforge' }, redact: ['req.headers.authorization'] });
   const runtime = Runtime.create({ images: o.images, data: o.data, accel: o.accel, dieWithParent: false, onProgress: (m) => log.info(m) });
   log.info({ accel: runtime.accel.accel, kvm: runtime.accel.kvm }, runtime.accel.reason);
+  const cg = hostCgroupStatus();
+  log.info({ host_cgroup: cg.enabled, version: cg.version }, `host cgroups: ${cg.reason}`);
   if (!token) log.warn('authentication is OFF (--insecure-no-auth); listening on loopback only');
 
   const d = defaultLimits();
