@@ -1,6 +1,9 @@
 import { SandforgeError } from '../shared/errors.js';
 
 /** Parses a whole number in [min, max] for a CLI option, with a message naming the option. */
+/** Commander parser for a repeatable option: collects every value. */
+export const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
 export function intOption(name: string, min: number, max: number) {
   return (raw: string): number => {
     if (!/^\d+$/.test(raw.trim())) throw new SandforgeError('invalid_argument', `${name} must be a whole number, got "${raw}"`);

@@ -369,13 +369,11 @@ export class SandboxManager {
     this.ev.tx(() =>
       this.ev.audit({ kind: 'sandbox.execute', sandbox_id: id, startedAt: Date.now(), detail: commandDetail(info), error_code: e.code }),
     );
-    this.reportViolation(id, {
-      action: 'sandbox.execute',
-      policy: 'commands',
-      rule: 'command_policy',
-      message: e.message,
-      command: info.command,
-    });
+    this.commandViolation(id, info, e.message);
+  }
+
+  private commandViolation(id: string, info: CommandInfo, message: string): void {
+    this.reportViolation(id, { action: 'sandbox.execute', policy: 'commands', rule: 'command_policy', message, command: info.command });
   }
 
   /** The sandbox's agent, once ready (a fresh clone finishes its set-up behind this). */
@@ -423,15 +421,7 @@ export class SandboxManager {
       (x) => audit({ exit_code: x.exit_code, timed_out: x.timed_out }),
       (err) => {
         const e = toSandforgeError(err);
-        if (e.code === 'policy_denied' && info) {
-          this.reportViolation(id, {
-            action: 'sandbox.execute',
-            policy: 'commands',
-            rule: 'command_policy',
-            message: e.message,
-            command: info.command,
-          });
-        }
+        if (e.code === 'policy_denied' && info) this.commandViolation(id, info, e.message);
         audit({ error_code: e.code });
       },
     );

@@ -53,14 +53,7 @@ describe('network modes against a real supervisor, a namespace the test creates 
   let supArgs: string[];
   let supWrap: string[];
 
-  const api = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> => {
-    const r = await fetch(`${sup.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${sup.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: await r.json() };
-  };
+  const api = (method: string, path: string, body?: unknown) => sup.api(method, path, body);
   const sh = async (id: string, command: string) => {
     const r = await api('POST', `/v1/sandboxes/${id}/execute`, { command, timeout_seconds: 90 });
     assert.equal(r.status, 200, JSON.stringify(r.body));

@@ -37,6 +37,16 @@ export class SupervisorProcess {
     }
   }
 
+  /** One authenticated JSON call. */
+  async api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+    const r = await fetch(`${this.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    return { status: r.status, body: await r.json() };
+  }
+
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
   }

@@ -37,14 +37,7 @@ describe('command policy on a real supervisor', { skip }, () => {
   let denyId: string;
   let allowId: string;
 
-  const api = async (sup: SupervisorProcess, method: string, path: string, body?: unknown) => {
-    const r = await fetch(`${sup.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${sup.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: (await r.json()) as any };
-  };
+  const api = (sup: SupervisorProcess, method: string, path: string, body?: unknown) => sup.api(method, path, body);
   const exec = (sup: SupervisorProcess, id: string, command: string | string[]) =>
     api(sup, 'POST', `/v1/sandboxes/${id}/execute`, { command, timeout_seconds: 60 });
 

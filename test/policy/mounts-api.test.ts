@@ -16,14 +16,7 @@ describe('host mounts via the API', { skip }, () => {
   let allowed: string;
   const secret = `outside-${randomBytes(8).toString('hex')}`;
 
-  const api = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> => {
-    const r = await fetch(`${sup.url}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${sup.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    return { status: r.status, body: await r.json() };
-  };
+  const api = (method: string, path: string, body?: unknown) => sup.api(method, path, body);
   const exec = async (id: string, command: string) => {
     const r = await api('POST', `/v1/sandboxes/${id}/execute`, { command, timeout_seconds: 60 });
     assert.equal(r.status, 200, JSON.stringify(r.body));

@@ -11,7 +11,7 @@ import { commandSpec, envOption, intOption } from '../parse.js';
 import { join, resolve } from 'node:path';
 import type { NetworkMode } from '../../shared/api-types.js';
 import { NETWORK_MODES, networkOption } from './create.js';
-import { networkPolicyFrom } from './supervisor.js';
+import { fetchAllowCidrOption, fetchAllowOption, networkPolicyFrom, noDefaultFetchAllowOption } from './supervisor.js';
 import { decideMounts, DEFAULT_BLOCKED_MOUNT_NAMES, type AcceptedMount } from '../../policy/mount-policy.js';
 
 interface RunOptions {
@@ -52,19 +52,9 @@ export function registerRunCommand(program: Command): void {
     .option('--no-dir', 'mount no host folder')
     .option('--cwd <dir>', `working directory inside the sandbox (default ${WORKSPACE} when a folder is mounted)`)
     .option('--network <mode>', `network mode: ${NETWORK_MODES.join(' | ')}`, networkOption, 'offline' as NetworkMode)
-    .option(
-      '--fetch-allow <domain>',
-      'with --network fetch: also allow this domain (repeatable)',
-      (v: string, p: string[]) => [...p, v],
-      [],
-    )
-    .option(
-      '--fetch-allow-cidr <cidr>',
-      'allow egress to these addresses although private, loopback or link-local (repeatable)',
-      (v: string, p: string[]) => [...p, v],
-      [],
-    )
-    .option('--no-default-fetch-allow', 'drop the default fetch allowlist (package registries, git hosts)')
+    .addOption(fetchAllowOption())
+    .addOption(fetchAllowCidrOption())
+    .addOption(noDefaultFetchAllowOption())
     .option('--image <name>', 'image to boot', DEFAULT_IMAGE)
     .option('--images <dir>', 'images directory')
     .option('--accel <mode>', 'auto, kvm or tcg (default auto; env SANDFORGE_ACCEL)')

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -14,7 +14,7 @@ import { EventHub } from '../../events/event-hub.js';
 import { DEFAULT_WEBHOOK_TUNING, loadWebhookEndpoints, type WebhookTuning } from '../../events/webhook-config.js';
 import { WebhookWorker } from '../../events/webhook-worker.js';
 import { tokenId } from '../../api/auth.js';
-import { intOption } from '../parse.js';
+import { collect, intOption } from '../parse.js';
 import { DEFAULT_BLOCKED_MOUNT_NAMES, type MountPolicyConfig } from '../../policy/mount-policy.js';
 import { isAbsolute } from 'node:path';
 import { DEFAULT_FETCH_DOMAINS, NetworkPolicy } from '../../policy/network-policy.js';
@@ -106,18 +106,8 @@ export function registerSupervisorCommand(program: Command): void {
     .option('--max-disk-mb <mb>', 'largest disk_mb per sandbox', intOption('--max-disk-mb', 64, 64 * 1024 * 1024))
     .option('--max-sandboxes <n>', 'most sandboxes at once', intOption('--max-sandboxes', 1, 100000))
     .option('--max-timeout-seconds <s>', 'longest sandbox lifetime', intOption('--max-timeout-seconds', 1, 7 * 86400))
-    .option(
-      '--trust-proxy <addr>',
-      'believe X-Forwarded-For from this proxy address (repeatable)',
-      (v: string, p: string[]) => [...p, v],
-      [],
-    )
-    .option(
-      '--webhook-url <url>',
-      'POST signed events to this URL (repeatable; else $SANDFORGE_WEBHOOK_URL, comma-separated)',
-      (v: string, p: string[]) => [...p, v],
-      [],
-    )
+    .option('--trust-proxy <addr>', 'believe X-Forwarded-For from this proxy address (repeatable)', collect, [])
+    .option('--webhook-url <url>', 'POST signed events to this URL (repeatable; else $SANDFORGE_WEBHOOK_URL, comma-separated)', collect, [])
     .option(
       '--webhook-secret <secret>',
       'signing secret for --webhook-url (prefer $SANDFORGE_WEBHOOK_SECRET or --webhook-secret-file: argv is visible to other users)',
@@ -164,41 +154,26 @@ export function registerSupervisorCommand(program: Command): void {
     .option(
       '--allow-mount <prefix>',
       'allow host mounts under this absolute host folder (repeatable; none: every mount is refused)',
-      (v: string, p: string[]) => [...p, v],
+      collect,
       [],
     )
     .option(
       '--block-mount-name <name>',
       `refuse mounts with a path segment of this name, case-insensitive (repeatable; adds to the defaults: ${DEFAULT_BLOCKED_MOUNT_NAMES.join(' ')})`,
-      (v: string, p: string[]) => [...p, v],
+      collect,
       [],
     )
     .option('--no-default-blocked-names', 'drop the default blocked names (only --block-mount-name ones apply)')
-    .option(
-      '--fetch-allow <domain>',
-      'network "fetch" may reach this domain (example.com, or *.example.com for its subdomains; repeatable; adds to the package-registry and git-host defaults)',
-      (v: string, p: string[]) => [...p, v],
-      [],
-    )
-    .option(
-      '--fetch-allow-cidr <cidr>',
-      "allow egress to these addresses although loopback, private, link-local or the host's own (e.g. an internal mirror; repeatable)",
-      (v: string, p: string[]) => [...p, v],
-      [],
-    )
-    .option('--no-default-fetch-allow', 'drop the default fetch allowlist (only --fetch-allow domains apply)')
+    .addOption(fetchAllowOption())
+    .addOption(fetchAllowCidrOption())
+    .addOption(noDefaultFetchAllowOption())
     .option(
       '--allow-command <name>',
       'only programs of these names may run (repeatable; checked on argv[0] after PATH and symlinks; a guard rail, not a boundary)',
-      (v: string, p: string[]) => [...p, v],
+      collect,
       [],
     )
-    .option(
-      '--deny-command <name>',
-      'refuse programs of these names (repeatable; same matching)',
-      (v: string, p: string[]) => [...p, v],
-      [],
-    )
+    .option('--deny-command <name>', 'refuse programs of these names (repeatable; same matching)', collect, [])
     .option('--log-level <level>', 'pino log level', process.env.SANDFORGE_LOG_LEVEL ?? 'info')
     .action(async (o: SupervisorOptions) => {
       await runSupervisor(o);
@@ -296,6 +271,23 @@ async function runSupervisor(o: SupervisorOptions): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
 }
+
+export const fetchAllowOption = () =>
+  new Option(
+    '--fetch-allow <domain>',
+    'network "fetch" may reach this domain (example.com, or *.example.com for its subdomains; repeatable; adds to the package-registry and git-host defaults)',
+  )
+    .argParser(collect)
+    .default([]);
+export const fetchAllowCidrOption = () =>
+  new Option(
+    '--fetch-allow-cidr <cidr>',
+    "allow egress to these addresses although loopback, private, link-local or the host's own (e.g. an internal mirror; repeatable)",
+  )
+    .argParser(collect)
+    .default([]);
+export const noDefaultFetchAllowOption = () =>
+  new Option('--no-default-fetch-allow', 'drop the default fetch allowlist (only --fetch-allow domains apply)');
 
 /** --fetch-allow / --fetch-allow-cidr → the egress proxy's policy (throws invalid_argument on a bad entry). */
 export function networkPolicyFrom(o: { fetchAllow?: string[]; fetchAllowCidr?: string[]; defaultFetchAllow?: boolean }): NetworkPolicy {
