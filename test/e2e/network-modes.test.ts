@@ -268,5 +268,15 @@ for h, p in ${JSON.stringify(targets)}:
     const r = await sh(ids.fetch!, `curl -sS -m 20 http://${ALLOWED_NAME}:8080/after-restart`);
     assert.equal(r.exit_code, 0, r.stderr);
     assert.match(r.stdout, /allowed-server says hello via GET \/after-restart/);
+    // A connection held open by the guest goes away with its sandbox.
+    const hold = await sh(
+      ids.full!,
+      `python3 -c 'import socket, time; s = socket.create_connection(("127.0.0.1", 3128)); time.sleep(30)' >/dev/null 2>&1 & echo held`,
+    );
+    assert.equal(hold.stdout, 'held\n');
+    await waitFor('an open egress connection', async () => (await api('GET', '/v1/info')).body.policy.network.egress_connections > 0);
+    for (const id of Object.values(ids)) assert.equal((await api('DELETE', `/v1/sandboxes/${id}`)).status, 200);
+    const info = await api('GET', '/v1/info');
+    assert.equal(info.body.policy.network.egress_connections, 0);
   });
 });
