@@ -88,6 +88,16 @@ mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /newroot/run || fail "mount /run"
 # their own servers on localhost, and fetch/full reach the egress port there.
 ifconfig lo 127.0.0.1 up || echo "SANDFORGE-INIT: loopback not brought up" >/dev/console
 
+# A NIC exists only in network mode "full" (QEMU user-mode network, fixed
+# addresses: no DHCP round trip at boot). resolv.conf is replaced, never
+# written through: it may be a symlink that would resolve outside /newroot.
+if [ -e /newroot/sys/class/net/eth0 ]; then
+  ifconfig eth0 10.0.2.15 netmask 255.255.255.0 up && route add default gw 10.0.2.2 ||
+    echo "SANDFORGE-INIT: eth0 not configured" >/dev/console
+  rm -f /newroot/etc/resolv.conf
+  echo "nameserver 10.0.2.3" >/newroot/etc/resolv.conf
+fi
+
 echo "SANDFORGE-INIT: switching root" >/dev/console
 # env -i: the agent starts with exactly this environment, not the kernel's.
 exec env -i UV_THREADPOOL_SIZE=16 HOME=/root \

@@ -15,7 +15,7 @@ if [ "$node_major" -lt 20 ]; then
   exit 1
 fi
 
-APT_PACKAGES=(qemu-system-x86 qemu-utils busybox-static tini mmdebstrap erofs-utils e2fsprogs cpio util-linux nginx iproute2 openssl)
+APT_PACKAGES=(qemu-system-x86 qemu-utils busybox-static tini mmdebstrap erofs-utils e2fsprogs cpio util-linux nginx iproute2 openssl gcc libc6-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -64,20 +64,24 @@ export type Lookup = (host: string) => Promise<{ address: string; family: number
 
 const defaultLookup: Lookup = (host) => dnsLookup(host, { all: true, verbatim: true });
 
-function rangeList(ranges: [string, number, 'ipv4' | 'ipv6'][]): BlockList {
+type Range = [string, number, 'ipv4' | 'ipv6'];
+
+function rangeList(ranges: Range[]): BlockList {
   const b = new BlockList();
   for (const [net, prefix, type] of ranges) b.addSubnet(net, prefix, type);
   return b;
 }
 
-const LOOPBACK = rangeList([
+const LOOPBACK_RANGES: Range[] = [
   ['127.0.0.0', 8, 'ipv4'],
   ['::1', 128, 'ipv6'],
-]);
-const LINK_LOCAL = rangeList([
+];
+const LINK_LOCAL_RANGES: Range[] = [
   ['169.254.0.0', 16, 'ipv4'],
   ['fe80::', 10, 'ipv6'],
-]);
+];
+const LOOPBACK = rangeList(LOOPBACK_RANGES);
+const LINK_LOCAL = rangeList(LINK_LOCAL_RANGES);
 const PRIVATE = rangeList([
   ['10.0.0.0', 8, 'ipv4'],
   ['172.16.0.0', 12, 'ipv4'],
@@ -86,7 +90,7 @@ const PRIVATE = rangeList([
   ['fc00::', 7, 'ipv6'], // unique local
 ]);
 /** Never a real destination: unspecified, "this network", multicast, broadcast, reserved, documentation, benchmarking, v6 translation prefixes. */
-const RESERVED = rangeList([
+const RESERVED_RANGES: Range[] = [
   ['0.0.0.0', 8, 'ipv4'],
   ['192.0.0.0', 24, 'ipv4'],
   ['192.0.2.0', 24, 'ipv4'],
@@ -100,7 +104,18 @@ const RESERVED = rangeList([
   ['64:ff9b::', 96, 'ipv6'], // NAT64 may map to any v4, loopback included
   ['2002::', 16, 'ipv6'], // 6to4, same
   ['2001:db8::', 32, 'ipv6'],
-]);
+];
+const RESERVED = rangeList(RESERVED_RANGES);
+
+/**
+ * What `full` refuses by range (the host's own addresses come on top), for
+ * the egress guard in QEMU: the same list the proxy judges with.
+ */
+export const FULL_MODE_DENIED_RANGES: readonly [NetworkRule, string][] = [
+  ...LOOPBACK_RANGES.map(([a, p]): [NetworkRule, string] => ['loopback_address', `${a}/${p}`]),
+  ...LINK_LOCAL_RANGES.map(([a, p]): [NetworkRule, string] => ['link_local_address', `${a}/${p}`]),
+  ...RESERVED_RANGES.map(([a, p]): [NetworkRule, string] => ['reserved_address', `${a}/${p}`]),
+];
 
 /** `::ffff:127.0.0.1` is 127.0.0.1: judge mapped addresses as IPv4. */
 export function normalizeAddress(address: string): { address: string; family: 4 | 6 } {
@@ -167,6 +182,11 @@ export class NetworkPolicy {
       this.allowed.addSubnet(p.address, p.prefix, p.family === 4 ? 'ipv4' : 'ipv6');
       return `${p.address}/${p.prefix}`;
     });
+  }
+
+  /** The host's own addresses now, for the guard's deny list. */
+  hostAddressList(): string[] {
+    return [...new Set(this.hostAddresses())];
   }
 
   domainAllowed(host: string): boolean {

@@ -14,6 +14,7 @@ import type { NetworkMode } from '../shared/api-types.js';
 import { EGRESS_PROXY_PORT } from '../shared/protocol.js';
 import { EgressProxy, type EgressRefusal } from '../net/egress-proxy.js';
 import { EgressTunnel } from '../net/egress-tunnel.js';
+import { egressGuardEnv, egressGuardLibrary, followGuardLog } from '../net/egress-guard.js';
 import { NetworkPolicy, DEFAULT_FETCH_DOMAINS } from '../policy/network-policy.js';
 
 /** What commands in fetch/full sandboxes find in their environment. */
@@ -104,6 +105,21 @@ export class Runtime {
    */
   attachEgress(vm: MicroVm, sandboxId: string, mode: NetworkMode): void {
     if (mode === 'offline') return;
+    if (mode === 'full') {
+      // NAT through QEMU's user-mode network; the guard in QEMU logs what it refuses.
+      const stop = followGuardLog(vm.files.dir, (r) =>
+        this.egressHooks?.onRefusal({
+          sandboxId,
+          mode,
+          host: r.address,
+          port: r.port,
+          rule: r.rule,
+          message: `${r.address}:${r.port} refused by the egress guard (${r.rule})`,
+        }),
+      );
+      void vm.qemu.exited.then(stop);
+      return;
+    }
     const proxy = this.egressProxy;
     if (!proxy) throw new SandforgeError('not_implemented', `network mode "${mode}" needs the egress proxy, which is not enabled`);
     void vm.ready.then(
@@ -146,8 +162,9 @@ export class Runtime {
     if (network !== 'offline' && !this.egressProxy) {
       throw new SandforgeError('not_implemented', `network mode "${network}" needs the egress proxy, which is not enabled`);
     }
+    if (network === 'full') egressGuardLibrary(); // fails early and clearly if this install has none
     await checkMountSources(mounts);
-    const { template, built } = await this.templates.get(shape);
+    const { template, built } = await this.templates.get(network === 'full' ? { ...shape, nic: true } : shape);
     const files = await makeVmDir(vmDir);
     try {
       const vm = await MicroVm.restore(template, files, {
@@ -160,7 +177,8 @@ export class Runtime {
               mounts: mounts.map((m) => ({ tag: m.tag, guest_path: m.guestPath, read_only: m.readOnly })),
             }
           : {}),
-        ...(network !== 'offline' ? { egress: { port: EGRESS_PROXY_PORT, env: egressEnv() } } : {}),
+        ...(network === 'fetch' ? { egress: { port: EGRESS_PROXY_PORT, env: egressEnv() } } : {}),
+        ...(network === 'full' ? { qemuEnv: egressGuardEnv(this.egressPolicy!, files.dir) } : {}),
       });
       this.attachEgress(vm, id, network);
       return { id, vm, template, built, createMs: performance.now() - t0 };

@@ -79,6 +79,8 @@ export interface VmOptions {
   cpus: number;
   memoryMb: number;
   dieWithParent: boolean;
+  /** A network device (network mode `full`). */
+  nic?: boolean;
 }
 
 /** The last lines of the guest console, for error messages. */
@@ -140,6 +142,7 @@ export class MicroVm {
         { path: files.scratch, format: scratchFormat, readOnly: false, serial: 'sf-scratch' },
       ],
       shares,
+      ...(opts.nic ? { nic: true } : {}),
       agentSocket: files.agentSocket,
       qmpSocket: files.qmpSocket,
       consoleLog: files.consoleLog,
@@ -150,8 +153,17 @@ export class MicroVm {
    * Cold boot until the agent answers. Used to build templates; a create
    * request never waits for this when a template exists.
    */
-  static async coldBoot(spec: QemuSpec, files: VmFiles, opts: { dieWithParent: boolean; timeoutMs: number }): Promise<MicroVm> {
-    const qemu = QemuProcess.spawn({ args: buildQemuArgs(spec), logFile: files.qemuLog, dieWithParent: opts.dieWithParent });
+  static async coldBoot(
+    spec: QemuSpec,
+    files: VmFiles,
+    opts: { dieWithParent: boolean; timeoutMs: number; env?: Record<string, string> },
+  ): Promise<MicroVm> {
+    const qemu = QemuProcess.spawn({
+      args: buildQemuArgs(spec),
+      logFile: files.qemuLog,
+      dieWithParent: opts.dieWithParent,
+      ...(opts.env ? { env: opts.env } : {}),
+    });
     return MicroVm.attach(files, qemu, opts.timeoutMs, 'boot');
   }
 
@@ -166,8 +178,10 @@ export class MicroVm {
       shares?: ShareSpec[];
       /** Slots the agent mounts after init; `ready` resolves only once they are mounted. */
       mounts?: GuestMount[];
-      /** Network fetch/full: the guest's egress port and the env that points commands at it. */
+      /** Network fetch: the guest's egress port and the env that points commands at it. */
       egress?: { port: number; env: Record<string, string> };
+      /** Extra environment for QEMU (the egress guard of network `full`). */
+      qemuEnv?: Record<string, string>;
     },
   ): Promise<MicroVm> {
     await copyFile(template.overlayPath, files.scratch);
@@ -176,7 +190,12 @@ export class MicroVm {
       ramFile: { path: template.ramPath, share: false },
       incoming: true,
     };
-    const qemu = QemuProcess.spawn({ args: buildQemuArgs(spec), logFile: files.qemuLog, dieWithParent: opts.dieWithParent });
+    const qemu = QemuProcess.spawn({
+      args: buildQemuArgs(spec),
+      logFile: files.qemuLog,
+      dieWithParent: opts.dieWithParent,
+      ...(opts.qemuEnv ? { env: opts.qemuEnv } : {}),
+    });
     let qmp: QmpClient | undefined;
     try {
       qmp = await raceExit(qemu, files, QmpClient.connect(files.qmpSocket, 10_000), 'restore');

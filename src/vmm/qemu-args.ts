@@ -32,6 +32,8 @@ export interface QemuSpec {
   ramFile?: { path: string; share: boolean };
   /** Start with `-incoming defer -S`: the VM waits for a migrate-incoming and a cont. */
   incoming?: boolean;
+  /** A virtio-net device on QEMU's user-mode network (network mode `full`); absent: no network device. */
+  nic?: boolean;
   name?: string;
 }
 
@@ -70,6 +72,10 @@ export function buildQemuArgs(s: QemuSpec): string[] {
     '-device',
     'virtio-rng-device',
   );
+  if (s.nic) {
+    // Fixed addresses: init.sh configures eth0 statically (no DHCP round trip at boot).
+    args.push('-netdev', 'user,id=net0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,ipv6=off', '-device', 'virtio-net-device,netdev=net0');
+  }
   s.shares.forEach((sh, i) => {
     args.push(
       '-fsdev',

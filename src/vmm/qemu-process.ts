@@ -20,6 +20,8 @@ export interface SpawnOptions {
    * it off so VMs outlive a restart and are adopted again.
    */
   dieWithParent: boolean;
+  /** Added to QEMU's environment (e.g. the egress guard's LD_PRELOAD). */
+  env?: Record<string, string>;
   /** Hears why QEMU could not get its host cgroup (it then runs without one). */
   onWarning?: (msg: string) => void;
 }
@@ -49,7 +51,11 @@ export class QemuProcess {
         ? ['setpriv', ['--pdeathsig', 'KILL', '--', QEMU_BINARY, ...opts.args]]
         : [QEMU_BINARY, opts.args];
       // Own process group: a Ctrl-C at the terminal reaches us, not QEMU; we tear down in order.
-      const child = spawn(cmd, argv, { stdio: ['ignore', fd, fd], detached: true });
+      const child = spawn(cmd, argv, {
+        stdio: ['ignore', fd, fd],
+        detached: true,
+        ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}),
+      });
       const exited = new Promise<ExitInfo>((resolve) => {
         child.once('exit', (code, signal) => resolve({ code, signal }));
         child.once('error', () => resolve({ code: 127, signal: null }));

@@ -7,6 +7,7 @@ import { SandforgeError } from '../shared/errors.js';
 import type { Accel } from './accel.js';
 import { MicroVm, SHARE_SLOTS, vmFiles, type BootArtifacts, type VmFiles, type VmOptions } from './microvm.js';
 import type { QemuSpec, ShareSpec } from './qemu-args.js';
+import { templateGuardEnv } from '../net/egress-guard.js';
 
 const run = promisify(execFile);
 
@@ -22,6 +23,8 @@ export interface TemplateShape {
   cpus: number;
   memoryMb: number;
   diskMb: number;
+  /** A network device on QEMU's user-mode network (network mode `full`); its own template, as the device list differs. */
+  nic?: boolean;
 }
 
 export interface TemplateMeta {
@@ -59,7 +62,13 @@ export class Template {
     return this.meta.boot;
   }
   get vmOptions(): VmOptions {
-    return { accel: this.meta.accel, cpus: this.meta.shape.cpus, memoryMb: this.meta.shape.memoryMb, dieWithParent: false };
+    return {
+      accel: this.meta.accel,
+      cpus: this.meta.shape.cpus,
+      memoryMb: this.meta.shape.memoryMb,
+      dieWithParent: false,
+      ...(this.meta.shape.nic ? { nic: true } : {}),
+    };
   }
 
   /** 9p slots pointing at an empty read-only folder: present so the device list matches, harmless if mounted. */
@@ -91,6 +100,7 @@ export function templateKey(i: TemplateInputs): string {
       cpus: i.shape.cpus,
       memoryMb: i.shape.memoryMb,
       diskMb: i.shape.diskMb,
+      ...(i.shape.nic ? { nic: true } : {}),
     }),
   );
   return h.digest('hex').slice(0, 16);
@@ -137,6 +147,7 @@ export async function buildTemplate(
       cpus: inputs.shape.cpus,
       memoryMb: inputs.shape.memoryMb,
       dieWithParent: opts.dieWithParent,
+      ...(inputs.shape.nic ? { nic: true } : {}),
     };
     const spec = {
       ...MicroVm.spec(vmOpts, inputs.boot, files, spareShares(join(tmp, 'empty')), 'raw'),
@@ -205,7 +216,12 @@ async function bootWithRetries(
         (attempt > 1 ? ` (attempt ${attempt} of ${BOOT_ATTEMPTS})` : ''),
     );
     try {
-      return await MicroVm.coldBoot(spec, files, { dieWithParent: opts.dieWithParent, timeoutMs: opts.bootTimeoutMs ?? 60_000 });
+      return await MicroVm.coldBoot(spec, files, {
+        dieWithParent: opts.dieWithParent,
+        timeoutMs: opts.bootTimeoutMs ?? 60_000,
+        // A template with a NIC boots behind the guard too, refusing everything: it needs no network.
+        ...(inputs.shape.nic ? { env: templateGuardEnv() } : {}),
+      });
     } catch (err) {
       last = err;
       opts.onProgress?.(`boot attempt ${attempt} failed: ${(err as Error).message.split('\n')[0]}`);
