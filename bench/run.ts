@@ -117,7 +117,7 @@ function rssMb(pid: number): number {
 const EGRESS_SCRIPT = String.raw`
 import json, os, sys, threading, time, urllib.request, http.server
 for k in ('NO_PROXY', 'no_proxy'): os.environ.pop(k, None)  # the host target is on 127.0.0.1 too
-host_port = int(sys.argv[1]); big = int(sys.argv[2])
+host_port = int(sys.argv[1]); big = int(sys.argv[2]); nat = sys.argv[3] == 'nat'
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = b'x' if self.path == '/small' else b'0' * big
@@ -134,12 +134,21 @@ def p50(opener, url, n=15):
     return sorted(ts)[len(ts) // 2]
 def mbps(opener, url):
     t = time.perf_counter(); n = len(opener.open(url).read()); return n / 2**20 / (time.perf_counter() - t)
-lp = 'http://127.0.0.1:%d' % local.server_address[1]; hp = 'http://127.0.0.1:%d' % host_port
-print(json.dumps({'local_get_ms': p50(direct, lp + '/small'), 'egress_get_ms': p50(proxied, hp + '/small'),
-                  'local_mb_s': mbps(direct, lp + '/big'), 'egress_mb_s': mbps(proxied, hp + '/big')}))
+lp = 'http://127.0.0.1:%d' % local.server_address[1]
+# fetch: through the proxy to the host's 127.0.0.1; full: straight through NAT, where the host is 10.0.2.2.
+hp = 'http://%s:%d' % ('10.0.2.2' if nat else '127.0.0.1', host_port); out = direct if nat else proxied
+print(json.dumps({'local_get_ms': p50(direct, lp + '/small'), 'egress_get_ms': p50(out, hp + '/small'),
+                  'local_mb_s': mbps(direct, lp + '/big'), 'egress_mb_s': mbps(out, hp + '/big')}))
 `;
 
-async function egressBench(): Promise<{ local_get_ms: number; egress_get_ms: number; local_mb_s: number; egress_mb_s: number }> {
+interface EgressNumbers {
+  local_get_ms: number;
+  egress_get_ms: number;
+  local_mb_s: number;
+  egress_mb_s: number;
+}
+
+async function egressBench(): Promise<{ fetch: EgressNumbers; full: EgressNumbers }> {
   const BIG = 32 * 2 ** 20;
   const blob = Buffer.alloc(BIG);
   const server = createServer((req, res) => res.end(req.url === '/small' ? 'x' : blob));
@@ -150,11 +159,16 @@ async function egressBench(): Promise<{ local_get_ms: number; egress_get_ms: num
   await sup.start(['--destroy-on-exit', '--log-level', 'warn', '--fetch-allow-cidr', '127.0.0.1/32']);
   try {
     const client = new Client({ baseUrl: sup.url, token: sup.token });
-    const sb = await client.create({ network: 'fetch' });
-    const r = await sb.commands.run(['python3', '-c', EGRESS_SCRIPT, String(port), String(BIG)], { timeoutSeconds: 300 });
-    await sb.kill();
-    if (r.exit_code !== 0) throw new Error(`egress bench failed: ${r.stderr}`);
-    return JSON.parse(r.stdout);
+    const measure = async (network: 'fetch' | 'full'): Promise<EgressNumbers> => {
+      const sb = await client.create({ network });
+      const r = await sb.commands.run(['python3', '-c', EGRESS_SCRIPT, String(port), String(BIG), network === 'full' ? 'nat' : 'proxy'], {
+        timeoutSeconds: 300,
+      });
+      await sb.kill();
+      if (r.exit_code !== 0) throw new Error(`egress bench (${network}) failed: ${r.stderr}`);
+      return JSON.parse(r.stdout);
+    };
+    return { fetch: await measure('fetch'), full: await measure('full') };
   } finally {
     await sup.stop();
     sup.removeDataDir();
@@ -207,7 +221,7 @@ async function main(): Promise<void> {
     const rss = pids.map(rssMb);
     await Promise.all(ok.map((r) => r.value[1].kill()));
 
-    say('egress: GETs and a 32 MiB download through the fetch proxy vs the guest loopback');
+    say('egress: GETs and a 32 MiB download via the fetch proxy and via full NAT, vs the guest loopback');
     const eg = await egressBench();
 
     say('restore floor × 10 (QEMU alone)');
@@ -231,11 +245,14 @@ async function main(): Promise<void> {
       guest_spawn_true_p50_ms: round(pct(guestSpawn, 50)),
       idle_rss_mb_per_sandbox: round(rss.reduce((a, b) => a + b, 0) / Math.max(1, rss.length)),
       idle_pss_mb_per_sandbox: round(pss.reduce((a, b) => a + b, 0) / Math.max(1, pss.length)),
-      egress_get_p50_ms: round(eg.egress_get_ms),
-      guest_loopback_get_p50_ms: round(eg.local_get_ms),
-      egress_download_mb_s: round(eg.egress_mb_s),
-      guest_loopback_download_mb_s: round(eg.local_mb_s),
-      ratio_egress_get_over_loopback: round(eg.egress_get_ms / eg.local_get_ms),
+      fetch_proxy_get_p50_ms: round(eg.fetch.egress_get_ms),
+      full_nat_get_p50_ms: round(eg.full.egress_get_ms),
+      guest_loopback_get_p50_ms: round(eg.fetch.local_get_ms),
+      fetch_proxy_download_mb_s: round(eg.fetch.egress_mb_s),
+      full_nat_download_mb_s: round(eg.full.egress_mb_s),
+      guest_loopback_download_mb_s: round(eg.fetch.local_mb_s),
+      ratio_fetch_get_over_loopback: round(eg.fetch.egress_get_ms / eg.fetch.local_get_ms),
+      ratio_full_get_over_loopback: round(eg.full.egress_get_ms / eg.full.local_get_ms),
       ratio_cold_over_clone: round(pct(cold, 50) / pct(create, 50)),
       ratio_clone_over_floor: round(pct(create, 50) / pct(floor, 50)),
       measured_at: new Date().toISOString(),
