@@ -130,6 +130,23 @@ describe('sandforge run', { skip }, () => {
     await assertClean();
   });
 
+  test('--network full: a NIC with NAT; the host loopback behind 10.0.2.2 is refused and reported', async () => {
+    const r = await runCli([
+      'run',
+      '--no-dir',
+      '--network',
+      'full',
+      '--',
+      'sh',
+      '-c',
+      'ls /sys/class/net; curl -s -m 10 http://10.0.2.2:9/; echo "curl exit $?"',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'eth0\nlo\ncurl exit 7\n', 'curl: could not connect');
+    assert.match(r.stderr, /egress refused: 127\.0\.0\.1:9 \(loopback_address\)/);
+    await assertClean();
+  });
+
   test('bad input: clear message and non-zero exit', async () => {
     const cases: [string[], RegExp][] = [
       [['run', '--image', 'nope', '--', 'true'], /image "nope" not found.*sandforge image build/],
