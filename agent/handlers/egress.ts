@@ -4,6 +4,9 @@ import { checkEgressListenRequest, type EgressListenResponse } from '../../src/s
 import type { AgentContext } from '../context.js';
 import { AgentFailure, readJson, sendJson } from '../http.js';
 
+/** After the guest socket closed, how long the stream may stay open for the host to finish, ms. */
+const GONE_GRACE_MS = 2000;
+
 export async function egressListenRoute(stream: ServerHttp2Stream, ctx: AgentContext): Promise<void> {
   const req = await readJson(stream, checkEgressListenRequest);
   let r: EgressListenResponse;
@@ -27,6 +30,7 @@ export async function egressAcceptRoute(stream: ServerHttp2Stream, ctx: AgentCon
   stream.once('close', onGone);
   const sock = await claim.socket;
   stream.off('close', onGone);
+  if (!sock) return; // the host gave up this accept
   if (stream.destroyed || stream.closed) {
     ctx.egress.giveBack(sock); // the host's session went away (e.g. a supervisor restart): the next accept takes it
     return;
@@ -35,8 +39,15 @@ export async function egressAcceptRoute(stream: ServerHttp2Stream, ctx: AgentCon
   sock.pipe(stream);
   stream.pipe(sock);
   sock.resume();
-  sock.once('close', () => {
-    if (!stream.destroyed) stream.close();
+  // The guest socket is gone: end the stream after its data (END_STREAM), then reset it shortly after so the
+  // host drops its side even if the upstream would keep a half-closed connection open. A reset socket resets at once.
+  sock.once('close', (hadError) => {
+    if (stream.destroyed) return;
+    if (hadError) return void stream.close(8 /* NGHTTP2_CANCEL */);
+    if (!stream.writableEnded) stream.end();
+    setTimeout(() => {
+      if (!stream.destroyed) stream.close();
+    }, GONE_GRACE_MS).unref();
   });
   stream.once('close', () => sock.destroy());
 }

@@ -41,12 +41,14 @@ export class EgressListener {
     return { address: '127.0.0.1', port };
   }
 
-  /** Resolves with the next guest connection; `cancel` gives up the claim. */
-  claim(): { socket: Promise<Socket>; cancel: () => void } {
+  /** Resolves with the next guest connection, or null once `cancel` gives up the claim. */
+  claim(): { socket: Promise<Socket | null>; cancel: () => void } {
     const queued = this.queue.shift();
     if (queued) return { socket: Promise.resolve(queued), cancel: () => undefined };
     let waiter!: Waiter;
-    const socket = new Promise<Socket>((resolve) => {
+    let settle!: (s: Socket | null) => void;
+    const socket = new Promise<Socket | null>((resolve) => {
+      settle = resolve;
       waiter = { give: resolve };
     });
     this.waiters.push(waiter);
@@ -55,6 +57,7 @@ export class EgressListener {
       cancel: () => {
         const i = this.waiters.indexOf(waiter);
         if (i >= 0) this.waiters.splice(i, 1);
+        settle(null);
       },
     };
   }

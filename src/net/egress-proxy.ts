@@ -16,6 +16,8 @@ const MAX_HEAD_BYTES = 16 * 1024;
 /** The guest must send its request head within this, ms. */
 const HEAD_TIMEOUT_MS = 15_000;
 const CONNECT_TIMEOUT_MS = 10_000;
+/** How long an upstream may keep a connection whose guest side is gone, ms. */
+const UPSTREAM_LINGER_MS = 10_000;
 
 export interface EgressRefusal {
   sandboxId: string;
@@ -169,8 +171,13 @@ export class EgressProxy {
       conn.pipe(upstream);
       upstream.pipe(conn);
       conn.resume();
-      // Ends propagate through pipe (half-close works); a guest that goes away drops the upstream.
-      conn.once('close', () => upstream.destroy());
+      // Ends propagate through pipe (half-close works). When the guest side is gone, the upstream
+      // gets what was already relayed and a FIN, then is dropped if it lingers.
+      conn.once('close', () => {
+        if (upstream.destroyed) return;
+        upstream.end();
+        setTimeout(() => upstream.destroy(), UPSTREAM_LINGER_MS).unref();
+      });
     });
   }
 }
