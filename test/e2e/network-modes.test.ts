@@ -148,7 +148,6 @@ for h, p in ${JSON.stringify(targets)}:
   });
 
   after(async () => {
-    await sup.stop();
     for (const s of servers) s.kill('SIGKILL');
     try {
       ip('netns', 'del', NS);
@@ -162,6 +161,7 @@ for h, p in ${JSON.stringify(targets)}:
     }
     loopback?.close();
     hooks?.close();
+    await sup.stop();
     assert.deepEqual(vmLeftovers(sup.dataDir), []);
     assert.deepEqual(qemuProcesses(sup.dataDir), []);
     sup.removeDataDir();
