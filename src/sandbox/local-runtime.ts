@@ -15,7 +15,7 @@ import { EGRESS_PROXY_PORT } from '../shared/protocol.js';
 import { EgressProxy, type EgressRefusal } from '../net/egress-proxy.js';
 import { EgressTunnel } from '../net/egress-tunnel.js';
 import { egressGuardEnv, egressGuardLibrary, followGuardLog } from '../net/egress-guard.js';
-import { NetworkPolicy, DEFAULT_FETCH_DOMAINS } from '../policy/network-policy.js';
+import type { NetworkPolicy } from '../policy/network-policy.js';
 
 /** What commands in fetch/full sandboxes find in their environment. */
 export function egressEnv(port = EGRESS_PROXY_PORT): Record<string, string> {
@@ -83,25 +83,22 @@ export class Runtime {
     return new Runtime(runtimeDirs(opts), detectAccel(opts.accel), opts.dieWithParent, opts.onProgress);
   }
 
-  /** Enables network modes fetch and full: the proxy every egress connection passes. */
+  /** The policy network modes fetch and full are judged by; null until enableEgress. */
   get networkPolicy(): NetworkPolicy | null {
     return this.egressPolicy;
   }
 
+  /** Enables network modes fetch (the proxy) and full (NAT behind the guard), both judged by `policy`. */
   enableEgress(policy: NetworkPolicy, hooks: EgressHooks): void {
     this.egressPolicy = policy;
     this.egressProxy = new EgressProxy({ policy, onRefusal: hooks.onRefusal, ...(hooks.onError ? { onError: hooks.onError } : {}) });
     this.egressHooks = hooks;
   }
 
-  /** The default egress policy (package registries and git hosts, no extra CIDRs). */
-  static defaultNetworkPolicy(): NetworkPolicy {
-    return new NetworkPolicy({ allowDomains: [...DEFAULT_FETCH_DOMAINS], allowCidrs: [] });
-  }
-
   /**
-   * Connects a running VM's egress port to the proxy (after create, and after
-   * adoption by a restarted supervisor). Offline sandboxes have nothing to attach.
+   * Hooks a running VM's egress up (after create, and after adoption by a
+   * restarted supervisor): fetch connects its egress port to the proxy, full
+   * follows its guard's refusal log. Offline sandboxes have nothing to attach.
    */
   attachEgress(vm: MicroVm, sandboxId: string, mode: NetworkMode): void {
     if (mode === 'offline') return;
