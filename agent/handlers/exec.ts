@@ -154,11 +154,14 @@ export function handleExec(stream: ServerHttp2Stream, ctx: AgentContext): void {
       proc = await launch(ls, {
         onStdout: (d) => sendData('stdout', d),
         onStderr: (d) => sendData('stderr', d),
-        onExit: (exitCode, signal) =>
+        onExit: (exitCode, signal) => {
+          // A timed-out command's leader is gone: end everything it left (its cgroup) before saying so.
+          if (timedOut) proc?.killGroup('SIGKILL');
           finish({
             type: 'exit',
             exit: { exit_code: exitCode, signal, timed_out: timedOut, duration_ms: Math.round(performance.now() - startedAt) },
-          }),
+          });
+        },
       });
     } catch (err) {
       return fail(err);
