@@ -53,27 +53,12 @@ fi
 
 log() { echo "install: $*"; }
 
-if [ "$(id -u)" -ne 0 ]; then
-  echo "install: run as root (sudo $0)" >&2
-  exit 1
-fi
-node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
-if [ "$node_major" -lt 20 ]; then
-  echo "install: Node.js >= 20 is required (found: $(node --version 2>/dev/null || echo none))" >&2
-  exit 1
-fi
+# shellcheck source=scripts/prereqs.sh
+. "$SRC/scripts/prereqs.sh"
+require_root_and_node install
 
-# --- Debian packages: the same list as scripts/setup.sh ------------------------------
-eval "$(grep -m1 '^APT_PACKAGES=(' "$SRC/scripts/setup.sh")"
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# --- Debian packages: the list in scripts/prereqs.sh, shared with setup.sh -----------
+install_missing_packages install
 
 # --- user and groups --------------------------------------------------------------------
 if ! getent group kvm >/dev/null; then
