@@ -20,6 +20,15 @@ import { decideMounts, DEFAULT_BLOCKED_MOUNT_NAMES, type AcceptedMount, type Mou
 /** security.violation events one sandbox may cause per minute; the rest are counted. */
 const VIOLATION_EVENTS_PER_MINUTE = 20;
 
+/** The /v1/info counter each refusing policy adds to (all of them also count in security_violations). */
+const REFUSAL_COUNTER: Record<string, string> = {
+  limits: 'limit_refusals',
+  capacity: 'limit_refusals',
+  mounts: 'mount_refusals',
+  network: 'network_refusals',
+  commands: 'command_refusals',
+};
+
 /** Default per-command timeout when a request gives none. */
 export const DEFAULT_EXEC_TIMEOUT_SECONDS = 300;
 /** Buffered execute keeps at most this much of each stream. */
@@ -83,8 +92,13 @@ export class SandboxManager {
   /** Per-sandbox budget of security.violation events, so a guest looping on refused connects cannot flood the outbox. */
   private readonly violationBudget = new Map<string, { windowStart: number; sent: number; suppressed: number }>();
 
+  /** The command policy, or null when it has no entries (no program is judged then). */
+  private readonly commandPolicy: CommandPolicy | null;
+
   constructor(private readonly o: ManagerOptions) {
     this.ev = o.events ?? noopHub();
+    const cp = o.commandPolicy;
+    this.commandPolicy = cp && (cp.allow.length > 0 || cp.deny.length > 0) ? cp : null;
   }
 
   /** What the policies allow, for /v1/info (no secrets in here). */
@@ -139,7 +153,7 @@ export class SandboxManager {
     const what = createDetail(req);
     /** A refusal by policy or limits: audited, and announced as security.violation. */
     const refuse = (e: SandforgeError, policy: string): SandforgeError => {
-      this.counters.security_violations!++;
+      this.countRefusal(policy);
       this.ev.tx(() => {
         this.ev.emit('security.violation', null, {
           action: 'sandbox.create',
@@ -155,7 +169,6 @@ export class SandboxManager {
     try {
       checkCreateLimits(req, this.o.limits);
     } catch (err) {
-      this.counters.limit_refusals!++;
       throw refuse(toSandforgeError(err), 'limits');
     }
     let mounts: AcceptedMount[] = [];
@@ -163,12 +176,10 @@ export class SandboxManager {
       try {
         mounts = await decideMounts(req.mounts, this.o.mountPolicy ?? { allowPrefixes: [], blockedNames: DEFAULT_BLOCKED_MOUNT_NAMES });
       } catch (err) {
-        this.counters.mount_refusals!++;
         throw refuse(toSandforgeError(err), 'mounts');
       }
     }
     if (this.live.size >= this.o.limits.maxSandboxes) {
-      this.counters.limit_refusals!++;
       throw refuse(
         new SandforgeError(
           'capacity_exhausted',
@@ -260,9 +271,7 @@ export class SandboxManager {
     sandboxId: string,
     data: { action: string; policy: string; rule: string; message: string } & Record<string, unknown>,
   ): void {
-    this.counters.security_violations!++;
-    if (data.policy === 'network') this.counters.network_refusals!++;
-    if (data.policy === 'commands') this.counters.command_refusals!++;
+    this.countRefusal(data.policy);
     const now = Date.now();
     let b = this.violationBudget.get(sandboxId);
     if (!b || now - b.windowStart >= 60_000) {
@@ -282,6 +291,12 @@ export class SandboxManager {
       this.ev.emit('security.violation', known ? sandboxId : null, { ...data, ...(suppressed ? { suppressed_before: suppressed } : {}) }),
     );
     this.o.log.warn({ sandbox_id: sandboxId, policy: data.policy, rule: data.rule }, data.message);
+  }
+
+  private countRefusal(policy: string): void {
+    this.counters.security_violations!++;
+    const c = REFUSAL_COUNTER[policy];
+    if (c) this.counters[c]!++;
   }
 
   list(): Sandbox[] {
@@ -337,8 +352,7 @@ export class SandboxManager {
       );
       throw e;
     }
-    const cp = this.o.commandPolicy;
-    const policed = cp && (cp.allow.length > 0 || cp.deny.length > 0) ? cp : null;
+    const policed = this.commandPolicy;
     if (policed) {
       const refusal = judgeProgram(
         requestedProgramNames(typeof req.command === 'string' ? { shell: req.command } : { argv: req.command }),
@@ -537,6 +551,7 @@ export class SandboxManager {
     clearTimeout(this.timers.get(id));
     await vm.destroy();
     this.secretEnv.delete(id);
+    this.violationBudget.delete(id);
     this.ev.tx(() => {
       this.o.store.update(id, { status: 'failed', message, ended_at: new Date().toISOString(), qemu_pid: null });
       this.ev.emit('sandbox.failed', id, { message });
