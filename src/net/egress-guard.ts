@@ -40,13 +40,13 @@ function resolvers(): string[] {
 }
 
 /** QEMU's environment for a `full` sandbox: what to refuse, what the operator allowed, where to log. */
-export function egressGuardEnv(policy: NetworkPolicy, vmDir: string): Record<string, string> {
+export function egressGuardEnv(policy: NetworkPolicy, vmDir: string, library = egressGuardLibrary()): Record<string, string> {
   const deny = [
     ...FULL_MODE_DENIED_RANGES.map(([rule, cidr]) => `${rule}=${cidr}`),
     ...policy.hostAddressList().map((a) => `host_address=${a}`),
   ];
   return {
-    LD_PRELOAD: egressGuardLibrary(),
+    LD_PRELOAD: library,
     SANDFORGE_EGRESS_DENY: deny.join(','),
     SANDFORGE_EGRESS_ALLOW: policy.cidrs.join(','),
     SANDFORGE_EGRESS_DNS: resolvers().join(','),

@@ -159,7 +159,8 @@ export class Runtime {
     if (network !== 'offline' && !this.egressProxy) {
       throw new SandforgeError('not_implemented', `network mode "${network}" needs the egress proxy, which is not enabled`);
     }
-    if (network === 'full') egressGuardLibrary(); // fails early and clearly if this install has none
+    // Fails early and clearly, before any template build, if this install has no guard.
+    const guard = network === 'full' ? egressGuardLibrary() : null;
     await checkMountSources(mounts);
     const { template, built } = await this.templates.get(network === 'full' ? { ...shape, nic: true } : shape);
     const files = await makeVmDir(vmDir);
@@ -175,7 +176,7 @@ export class Runtime {
             }
           : {}),
         ...(network === 'fetch' ? { egress: { port: EGRESS_PROXY_PORT, env: egressEnv() } } : {}),
-        ...(network === 'full' ? { qemuEnv: egressGuardEnv(this.egressPolicy!, files.dir) } : {}),
+        ...(guard ? { qemuEnv: egressGuardEnv(this.egressPolicy!, files.dir, guard) } : {}),
       });
       this.attachEgress(vm, id, network);
       return { id, vm, template, built, createMs: performance.now() - t0 };

@@ -142,7 +142,7 @@ export class MicroVm {
         { path: files.scratch, format: scratchFormat, readOnly: false, serial: 'sf-scratch' },
       ],
       shares,
-      ...(opts.nic ? { nic: true } : {}),
+      nic: opts.nic,
       agentSocket: files.agentSocket,
       qmpSocket: files.qmpSocket,
       consoleLog: files.consoleLog,
@@ -158,12 +158,7 @@ export class MicroVm {
     files: VmFiles,
     opts: { dieWithParent: boolean; timeoutMs: number; env?: Record<string, string> },
   ): Promise<MicroVm> {
-    const qemu = QemuProcess.spawn({
-      args: buildQemuArgs(spec),
-      logFile: files.qemuLog,
-      dieWithParent: opts.dieWithParent,
-      ...(opts.env ? { env: opts.env } : {}),
-    });
+    const qemu = QemuProcess.spawn({ args: buildQemuArgs(spec), logFile: files.qemuLog, dieWithParent: opts.dieWithParent, env: opts.env });
     return MicroVm.attach(files, qemu, opts.timeoutMs, 'boot');
   }
 
@@ -194,7 +189,7 @@ export class MicroVm {
       args: buildQemuArgs(spec),
       logFile: files.qemuLog,
       dieWithParent: opts.dieWithParent,
-      ...(opts.qemuEnv ? { env: opts.qemuEnv } : {}),
+      env: opts.qemuEnv,
     });
     let qmp: QmpClient | undefined;
     try {

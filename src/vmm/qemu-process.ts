@@ -22,8 +22,6 @@ export interface SpawnOptions {
   dieWithParent: boolean;
   /** Added to QEMU's environment (e.g. the egress guard's LD_PRELOAD). */
   env?: Record<string, string>;
-  /** Hears why QEMU could not get its host cgroup (it then runs without one). */
-  onWarning?: (msg: string) => void;
 }
 
 /** A QEMU process, either spawned here or adopted by pid after a restart. */
@@ -64,7 +62,10 @@ export class QemuProcess {
       if (child.pid === undefined) throw new Error(`cannot start ${cmd}`);
       // The VM dir (the log's folder) names the cgroup, -m sizes it; setpriv execs QEMU in the same pid.
       const limits = limitsFromQemuArgs(opts.args);
-      const cgroup = limits ? HostCgroup.attach(cgroupNameForVmDir(dirname(opts.logFile)), child.pid, limits, opts.onWarning) : null;
+      // A host that offers cgroups but refuses this one: QEMU runs unconfined, and the operator hears it (stderr, journald).
+      const cgroup = limits
+        ? HostCgroup.attach(cgroupNameForVmDir(dirname(opts.logFile)), child.pid, limits, (msg) => process.emitWarning(msg))
+        : null;
       return new QemuProcess(child.pid, exited, cgroup);
     } finally {
       closeSync(fd);

@@ -62,13 +62,8 @@ export class Template {
     return this.meta.boot;
   }
   get vmOptions(): VmOptions {
-    return {
-      accel: this.meta.accel,
-      cpus: this.meta.shape.cpus,
-      memoryMb: this.meta.shape.memoryMb,
-      dieWithParent: false,
-      ...(this.meta.shape.nic ? { nic: true } : {}),
-    };
+    const { cpus, memoryMb, nic } = this.meta.shape;
+    return { accel: this.meta.accel, cpus, memoryMb, dieWithParent: false, nic };
   }
 
   /** 9p slots pointing at an empty read-only folder: present so the device list matches, harmless if mounted. */
@@ -147,7 +142,7 @@ export async function buildTemplate(
       cpus: inputs.shape.cpus,
       memoryMb: inputs.shape.memoryMb,
       dieWithParent: opts.dieWithParent,
-      ...(inputs.shape.nic ? { nic: true } : {}),
+      nic: inputs.shape.nic,
     };
     const spec = {
       ...MicroVm.spec(vmOpts, inputs.boot, files, spareShares(join(tmp, 'empty')), 'raw'),
@@ -220,7 +215,7 @@ async function bootWithRetries(
         dieWithParent: opts.dieWithParent,
         timeoutMs: opts.bootTimeoutMs ?? 60_000,
         // A template with a NIC boots behind the guard too, refusing everything: it needs no network.
-        ...(inputs.shape.nic ? { env: templateGuardEnv() } : {}),
+        env: inputs.shape.nic ? templateGuardEnv() : undefined,
       });
     } catch (err) {
       last = err;
