@@ -1,5 +1,5 @@
 /** /v1/egress/listen and /v1/egress/accept: the guest end of the egress tunnel. */
-import type { ServerHttp2Stream } from 'node:http2';
+import { constants, type ServerHttp2Stream } from 'node:http2';
 import { checkEgressListenRequest, type EgressListenResponse } from '../../src/shared/protocol.js';
 import type { AgentContext } from '../context.js';
 import { AgentFailure, readJson, sendJson } from '../http.js';
@@ -43,7 +43,7 @@ export async function egressAcceptRoute(stream: ServerHttp2Stream, ctx: AgentCon
   // host drops its side even if the upstream would keep a half-closed connection open. A reset socket resets at once.
   sock.once('close', (hadError) => {
     if (stream.destroyed) return;
-    if (hadError) return void stream.close(8 /* NGHTTP2_CANCEL */);
+    if (hadError) return void stream.close(constants.NGHTTP2_CANCEL);
     if (!stream.writableEnded) stream.end();
     setTimeout(() => {
       if (!stream.destroyed) stream.close();

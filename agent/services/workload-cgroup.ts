@@ -78,6 +78,7 @@ let status: WorkloadCgroupStatus = { enabled: false, reason: 'not set up', limit
 let workloadProcs = -1;
 let agentProcs = -1;
 let moveFailureLogged = false;
+let commandCgroupFailureLogged = false;
 let log: (msg: string) => void = () => undefined;
 
 export function workloadCgroupStatus(): WorkloadCgroupStatus {
@@ -283,8 +284,8 @@ export function spawnInWorkload<T>(spawnNow: () => T, pidOf: (r: T) => number | 
     fd = openSync(`${path}/cgroup.procs`, 'w');
     cg = new CommandCgroup(path);
   } catch (err) {
-    if (!moveFailureLogged) log(`resource limits: no per-command cgroup (${(err as Error).message}); using workload`);
-    moveFailureLogged = true;
+    if (!commandCgroupFailureLogged) log(`resource limits: no per-command cgroup (${(err as Error).message}); using workload`);
+    commandCgroupFailureLogged = true;
   }
   const moved = moveSelf(fd);
   let r: T;
